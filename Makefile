@@ -1,0 +1,29 @@
+# The two newcomer commands: `make demo` (set up, then run the demo to results/summary.csv) and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+CORES ?= 2
+# The CPU wheel that lies on this machine's disk. Install torch first so no dependency pulls a multi-GB CUDA build;
+# on a GPU machine set TORCH to the CUDA build you want, e.g. `make demo TORCH="torch==2.13.0 --index-url ..."`.
+TORCH ?= torch==2.13.0
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
+
+.PHONY: setup demo test
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | sed '/^WARNING: Location/d'
+	$(BIN)/python -m pip install -q $(TORCH) 2>&1 | sed '/^WARNING: Location/d'
+	$(BIN)/python -m pip install -q -e '.[test]' 2>&1 | sed '/^WARNING: Location/d'
+	$(BIN)/python -c "import torch, transformers, peft, snakemake, dvc, asrflow"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	snakemake --cores $(CORES) results/summary.csv
+
+test: setup
+	pytest -q -ra

@@ -1,0 +1,125 @@
+"""Load params.yaml, validate it against the schema, and hand each stage only the keys it declares.
+
+STAGE_PARAMS is the single list of which params keys each stage reads. dvc.yaml's `params:` lists and the Snakemake
+rules' `params:` are checked against it by the tests, so both engines re-run a stage exactly when one of its keys
+changes. A stage that reaches for an undeclared key gets a KeyError instead of a silent stale cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "params.schema.yaml"
+METHOD_PLACEHOLDER = "{method}"
+
+TRAIN_COMMON = ["train.seed", "train.max_epochs", "train.patience", "train.batch_seconds", "train.warmup_steps",
+                "train.grad_clip"]
+
+STAGE_PARAMS: dict[str, list[str]] = {
+    "demo": ["corpus.demo"],
+    "import": ["corpus.format", "corpus.path"],
+    "resample": ["audio"],
+    "normalize": ["text"],
+    "split": ["folds"],
+    "augment": ["augment.speed"],
+    "pretrain": ["model"],
+    "train": [*TRAIN_COMMON, f"train.{METHOD_PLACEHOLDER}", "augment.mask_time_prob", "augment.mask_time_length",
+              "corpus.language"],
+    "evaluate": ["evaluate"],
+    "report": ["methods", "folds.k"],
+}
+
+
+class ParamsError(ValueError):
+    """params.yaml is invalid; the message names the key, what is wrong and what is allowed."""
+
+
+def _schema() -> dict[str, Any]:
+    with SCHEMA_PATH.open(encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator == "additionalProperties":
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        where = f"{key}." if error.absolute_path else ""
+        return f"unknown key {', '.join(where + u for u in unknown)}; allowed keys here: {allowed}"
+    if error.validator == "enum":
+        return f"{key}: {error.instance!r} is not allowed; allowed values: {error.validator_value}"
+    if error.validator == "required":
+        return f"{key}: {error.message}"
+    return f"{key}: {error.message}"
+
+
+def validate(params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
+    """Raise ParamsError listing every problem in `params`, each naming its key."""
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(params), key=lambda e: list(map(str, e.absolute_path)))
+    problems = [_describe(e) for e in errors]
+    if not errors and params["folds"]["ids"] != list(range(params["folds"]["k"])):
+        problems.append(f"folds.ids: must be {list(range(params['folds']['k']))} for folds.k="
+                        f"{params['folds']['k']} (dvc.yaml's matrix iterates it), got {params['folds']['ids']}")
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise ParamsError(f"{source} is invalid:\n{lines}")
+    return params
+
+
+def load_all(path: str | Path = "params.yaml") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: not found; run from the project root or pass --params")
+    with path.open(encoding="utf-8") as handle:
+        params = yaml.safe_load(handle) or {}
+    return validate(params, str(path))
+
+
+def stage_keys(stage: str, method: str | None = None) -> list[str]:
+    keys = STAGE_PARAMS[stage]
+    if any(METHOD_PLACEHOLDER in k for k in keys):
+        if method is None:
+            raise ValueError(f"stage {stage!r} reads per-method keys: give a method")
+        keys = [k.replace(METHOD_PLACEHOLDER, method) for k in keys]
+    return keys
+
+
+def _lookup(params: dict[str, Any], dotted: str) -> Any:
+    node: Any = params
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _insert(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        tree = tree.setdefault(part, {})
+    tree[leaf] = value
+
+
+def select(params: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    """The sub-tree of `params` holding exactly `keys` (missing optional sections become empty dicts)."""
+    view: dict[str, Any] = {}
+    for key in keys:
+        try:
+            value = _lookup(params, key)
+        except KeyError:
+            value = {}
+        _insert(view, key, value)
+    return view
+
+
+def load_stage(path: str | Path, stage: str, method: str | None = None) -> dict[str, Any]:
+    """Validate the whole file, then return only what `stage` declares it reads."""
+    return select(load_all(path), stage_keys(stage, method))
+
+
+def threads(path: str | Path = "params.yaml") -> int:
+    """Torch threads per job: an execution setting, deliberately outside every stage's params."""
+    return int(load_all(path).get("resources", {}).get("threads", 1))

@@ -1,0 +1,104 @@
+"""The `pretrain` stage: make the base model every method starts from.
+
+`model.base: demo` pre-trains a tiny multilingual wav2vec2 CTC model (stable-layer-norm layout with adapter layers,
+like MMS) on the demo's source languages with the same training loop as fine-tuning. Any other value must be a local
+directory holding a Hugging Face wav2vec2 checkpoint (e.g. facebook/mms-1b-all downloaded beforehand): the stage
+validates it and writes a pointer, so no multi-GB copy is made and the rest of the pipeline runs unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+from pathlib import Path
+
+import torch
+from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+from asrflow import config
+from asrflow.audio import load_mono
+from asrflow.batching import load_clips
+from asrflow.corpus.audiofolder import import_audiofolder
+from asrflow.folds import build_vocab
+from asrflow.io import atomic_path, read_json, write_json
+from asrflow.model import POINTER, make_processor
+from asrflow.text import normalise
+from asrflow.train import LoopConfig, fit, seed_everything, split_alignable
+
+log = logging.getLogger(__name__)
+
+SOURCE_TEXT = {"unicode": "NFC", "lowercase": False, "remove": ""}  # the demo writes clean IPA already
+DEV_FRACTION = 0.1
+
+
+def demo_config(cfg: dict, vocab_size: int) -> Wav2Vec2Config:
+    """A small MMS-shaped config: stable layer norm, layer-normed conv encoder, adapter layers."""
+    return Wav2Vec2Config(
+        vocab_size=vocab_size, hidden_size=cfg["hidden_size"], num_hidden_layers=cfg["num_hidden_layers"],
+        num_attention_heads=cfg["num_attention_heads"], intermediate_size=cfg["intermediate_size"],
+        conv_dim=(cfg["conv_dim"],) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        feat_extract_norm="layer", do_stable_layer_norm=True, num_conv_pos_embeddings=64,
+        num_conv_pos_embedding_groups=16 if cfg["hidden_size"] % 16 == 0 else 1,
+        adapter_attn_dim=cfg["adapter_attn_dim"], layerdrop=0.0, mask_time_prob=0.05, mask_time_length=5,
+        pad_token_id=0, ctc_loss_reduction="mean",
+    )
+
+
+def validate_local_base(path: Path) -> dict:
+    """Check a local checkpoint dir is a loadable wav2vec2 CTC model in safetensors; describe it."""
+    if not (path / "config.json").is_file():
+        raise config.ParamsError(f"model.base: {path} has no config.json; give 'demo' or a local Hugging Face "
+                                 f"wav2vec2 checkpoint directory (downloaded beforehand: nothing is fetched)")
+    if not list(path.glob("*.safetensors")):
+        raise config.ParamsError(f"model.base: {path} has no *.safetensors weights; asrflow loads safetensors only "
+                                 f"(no pickle): convert the checkpoint first")
+    described = read_json(path / "config.json")
+    if described.get("model_type") != "wav2vec2":
+        raise config.ParamsError(f"model.base: {path} is model_type {described.get('model_type')!r}, not wav2vec2")
+    weights = sorted(path.glob("*.safetensors"))
+    return {"path": str(path.resolve()), "model_type": "wav2vec2", "hidden_size": described.get("hidden_size"),
+            "num_hidden_layers": described.get("num_hidden_layers"),
+            "weights": {w.name: w.stat().st_size for w in weights}}
+
+
+def pretrain_demo(source_dir: Path, cfg: dict, out_dir: Path) -> dict:
+    seed_everything(cfg["seed"])
+    utterances = [u.replace(text=normalise(u.text, SOURCE_TEXT)) for u in import_audiofolder(source_dir)]
+    shuffled = random.Random(cfg["seed"]).sample(utterances, len(utterances))
+    n_dev = max(1, int(len(shuffled) * DEV_FRACTION))
+    dev_utts, train_utts = shuffled[:n_dev], shuffled[n_dev:]
+    vocab = build_vocab([u.text for u in train_utts])
+    processor = make_processor(vocab)
+    model = Wav2Vec2ForCTC(demo_config(cfg, len(vocab)))
+
+    def encode(text: str) -> list[int]:
+        return processor.tokenizer(text).input_ids
+
+    train_clips, _ = split_alignable(model, load_clips(train_utts, encode, reader=load_mono))
+    dev_clips = load_clips(dev_utts, encode, reader=load_mono)
+    loop = LoopConfig(lr=cfg["lr"], max_epochs=cfg["epochs"], patience=cfg["epochs"],
+                      batch_seconds=cfg["batch_seconds"], warmup_steps=max(1, len(train_clips) // 4),
+                      grad_clip=1.0, seed=cfg["seed"])
+    with atomic_path(out_dir) as tmp:
+        def save_best(trained: torch.nn.Module) -> None:
+            trained.save_pretrained(tmp, safe_serialization=True)
+            processor.save_pretrained(tmp)
+
+        info = fit(model, processor, train_clips, dev_clips, loop, save_best, None, "pretrain")
+        write_json(tmp / "pretraining.json", {**info, "train_utterances": len(train_clips),
+                                              "dev_utterances": len(dev_clips), "vocab_size": len(vocab)})
+    return info
+
+
+def run_cli(args: argparse.Namespace) -> None:
+    torch.set_num_threads(config.threads(args.params))
+    model_cfg = config.load_stage(args.params, "pretrain")["model"]
+    if model_cfg["base"] == "demo":
+        pretrain_demo(args.source, model_cfg["demo"], args.out)
+        return
+    description = validate_local_base(Path(model_cfg["base"]))
+    with atomic_path(args.out) as tmp:
+        tmp.mkdir()
+        write_json(tmp / POINTER, description)
+    log.info("base model: %s (validated, not copied)", description["path"])

@@ -1,0 +1,109 @@
+# Helpers for the rules: all of the workflow's Python logic lives here, so each rule reads as a declaration.
+#
+# dvc.yaml declares the same stages by hand; tests/test_engines.py checks that both engines agree on jobs, outputs,
+# params keys and code dependencies.
+
+import re
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+import asrflow.config as asrflow_config
+
+# Code each stage runs: its own module plus every asrflow module it imports, directly or not (a folder stands for
+# every .py file in it). Left out on purpose: config.py (what a stage reads from params.yaml is tracked as params),
+# io.py (atomic writes never change content) and cli.py (argument plumbing). dvc.yaml's `deps:` list the same paths;
+# tests/test_engines.py checks both against the modules each stage really imports.
+CODE = {
+    "demo": ["src/asrflow/corpus/demo.py"],
+    "import": ["src/asrflow/corpus/__init__.py", "src/asrflow/corpus/audiofolder.py", "src/asrflow/corpus/paths.py",
+               "src/asrflow/manifest.py"],
+    "resample": ["src/asrflow/audio.py", "src/asrflow/manifest.py"],
+    "normalize": ["src/asrflow/text.py", "src/asrflow/manifest.py"],
+    "split": ["src/asrflow/folds.py", "src/asrflow/manifest.py"],
+    "augment": ["src/asrflow/augment.py", "src/asrflow/audio.py", "src/asrflow/manifest.py"],
+    "pretrain": ["src/asrflow/pretrain.py", "src/asrflow/train.py", "src/asrflow/model.py", "src/asrflow/batching.py",
+                 "src/asrflow/methods", "src/asrflow/audio.py", "src/asrflow/text.py", "src/asrflow/folds.py",
+                 "src/asrflow/corpus/audiofolder.py", "src/asrflow/corpus/paths.py", "src/asrflow/manifest.py"],
+    "train": ["src/asrflow/train.py", "src/asrflow/model.py", "src/asrflow/batching.py", "src/asrflow/methods",
+              "src/asrflow/audio.py", "src/asrflow/folds.py", "src/asrflow/manifest.py"],
+    "evaluate": ["src/asrflow/evaluate.py", "src/asrflow/train.py", "src/asrflow/model.py", "src/asrflow/batching.py",
+                 "src/asrflow/methods", "src/asrflow/audio.py", "src/asrflow/folds.py", "src/asrflow/manifest.py"],
+    "report": ["src/asrflow/report.py"],
+}
+
+# How jobs run; never part of a result. threads for the torch stages come from params.yaml `resources.threads`;
+# resample and augment run a process pool of `threads` workers (capped by --cores on a local run). Override per
+# rule with --set-threads / --set-resources, or in a profile.
+RESOURCES = {
+    "demo": {"threads": 1, "mem_mb": 2000, "runtime": 30},
+    "import": {"threads": 1, "mem_mb": 1000, "runtime": 10},
+    "resample": {"threads": 4, "mem_mb": 4000, "runtime": 60},
+    "normalize": {"threads": 1, "mem_mb": 1000, "runtime": 10},
+    "split": {"threads": 1, "mem_mb": 1000, "runtime": 10},
+    "augment": {"threads": 4, "mem_mb": 4000, "runtime": 60},
+    "pretrain": {"threads": "resources.threads", "mem_mb": 8000, "runtime": 240},
+    "train": {"threads": "resources.threads", "mem_mb": 8000, "runtime": 240},
+    "evaluate": {"threads": "resources.threads", "mem_mb": 4000, "runtime": 60},
+    "report": {"threads": 1, "mem_mb": 1000, "runtime": 10},
+}
+
+def validate_params():
+    """Check params.yaml (plus any --config overrides) with asrflow's own validator and its friendly messages."""
+    try:
+        asrflow_config.validate(config, source="params.yaml")
+    except asrflow_config.ParamsError as error:
+        raise WorkflowError(str(error)) from None
+
+
+def method_pattern():
+    """The method wildcard matches only the methods declared in params.yaml."""
+    return "|".join(re.escape(method) for method in config["methods"])
+
+
+def get_final_output():
+    return "results/summary.csv"
+
+
+def code(stage):
+    """The source files of `stage` (folders expanded to their .py files), so editing one re-runs the stage."""
+    files = []
+    for path in map(Path, CODE[stage]):
+        files += sorted(map(str, path.rglob("*.py"))) if path.is_dir() else [str(path)]
+    return files
+
+
+def stage_params(stage):
+    """Exactly the params keys `stage` reads (asrflow.config.STAGE_PARAMS): Snakemake re-runs it when one changes."""
+    return asrflow_config.select(config, asrflow_config.stage_keys(stage))
+
+
+def train_params(wildcards):
+    """The train keys shared by every method plus those of this job's method (train.<method>)."""
+    return asrflow_config.select(config, asrflow_config.stage_keys("train", wildcards.method))
+
+
+def threads(stage):
+    value = RESOURCES[stage]["threads"]
+    if value == "resources.threads":
+        return int(config.get("resources", {}).get("threads", 1))
+    return value
+
+
+def mem_mb(stage):
+    return RESOURCES[stage]["mem_mb"]
+
+
+def runtime(stage):
+    """Minutes."""
+    return RESOURCES[stage]["runtime"]
+
+
+def corpus_folder():
+    """The corpus to import (corpus.path): data/raw/demo is made by the demo rule, any other folder must exist."""
+    return str(Path(config["corpus"]["path"]))
+
+
+def all_metrics():
+    """Every fold × method evaluation: the grid is declared once, in params.yaml (methods, folds.ids)."""
+    return expand("results/metrics/{method}/fold{fold}", method=config["methods"], fold=config["folds"]["ids"])
