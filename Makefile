@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	snakemake --cores $(CORES) results/summary.csv
+	snakemake --cores $(CORES) --printshellcmds --show-failed-logs results/summary.csv
 
 test: setup
 	pytest -q -ra

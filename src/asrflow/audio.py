@@ -107,4 +107,4 @@ def resample(utterances: list[Utterance], out_dir: Path, audio_cfg: dict, cores:
 
 def run_cli(args: argparse.Namespace) -> None:
     audio_cfg = config.load_stage(args.params, "resample")["audio"]
-    resample(read_manifest(args.manifest), args.out, audio_cfg, args.cores)
+    resample(read_manifest(args.manifest), args.out, audio_cfg, args.threads)

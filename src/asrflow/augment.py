@@ -61,4 +61,4 @@ def augment(utterances: list[Utterance], factors: list[float], out_dir: Path, co
 
 def run_cli(args: argparse.Namespace) -> None:
     factors = config.load_stage(args.params, "augment")["augment"]["speed"]
-    augment(read_manifest(args.manifest), factors, args.out, args.cores)
+    augment(read_manifest(args.manifest), factors, args.out, args.threads)

@@ -25,6 +25,11 @@ class Clip:
     samples: np.ndarray  # zero-mean, unit-variance float32 (what Wav2Vec2FeatureExtractor's do_normalize gives)
     labels: list[int]
 
+    @property
+    def n_samples(self) -> int:
+        """Audio length in samples: what batch budgets count, whatever form the clip's inputs take."""
+        return len(self.samples)
+
 
 def normalise_samples(samples: np.ndarray) -> np.ndarray:
     return ((samples - samples.mean()) / np.sqrt(samples.var() + 1e-7)).astype(np.float32)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,8 @@ def _add(sub: argparse._SubParsersAction, name: str, help_text: str) -> argparse
     parser = sub.add_parser(name, help=help_text, description=help_text)
     parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     parser.add_argument("--log", default=None, help="also write this stage's log to this file")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for this job (default 0: every core this process may use)")
     return parser
 
 
@@ -39,7 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "resample", "decode, downmix and resample every utterance to 16 kHz mono wav")
     p.add_argument("--in", dest="manifest", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="output folder: manifest.csv, rejects.csv, wav/")
-    p.add_argument("--cores", type=int, default=1)
 
     p = _add(sub, "normalize", "normalise transcripts (Unicode, case, removed characters; IPA-safe)")
     p.add_argument("--in", dest="manifest", required=True, type=Path)
@@ -52,7 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "augment", "speed-perturbed copies of utterances, used by training folds only")
     p.add_argument("--in", dest="manifest", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="output folder: manifest.csv, wav/")
-    p.add_argument("--cores", type=int, default=1)
 
     p = _add(sub, "pretrain", "pre-train the demo base model, or validate a local checkpoint directory")
     p.add_argument("--source", required=True, type=Path, help="source-language corpus (audiofolder layout)")
@@ -104,9 +105,18 @@ STAGE_MODULES = {
 }
 
 
+def resolve_threads(requested: int) -> int:
+    """The engines run several jobs side by side, each with the threads it was given; 0 means every usable core."""
+    return requested or len(os.sched_getaffinity(0))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.log)
+    args.threads = resolve_threads(args.threads)
+    import torch  # after argument parsing, so `asrflow --help` stays fast
+
+    torch.set_num_threads(args.threads)
     stage_run: Callable[[argparse.Namespace], None] = importlib.import_module(STAGE_MODULES[args.stage]).run_cli
     try:
         stage_run(args)

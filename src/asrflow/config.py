@@ -62,6 +62,9 @@ def validate(params: dict[str, Any], source: str = "params.yaml") -> dict[str, A
     validator = jsonschema.Draft202012Validator(_schema())
     errors = sorted(validator.iter_errors(params), key=lambda e: list(map(str, e.absolute_path)))
     problems = [_describe(e) for e in errors]
+    if not errors:
+        problems += [f"train.{m}: missing; every method in `methods` needs its settings (at least lr)"
+                     for m in params["methods"] if m not in params["train"]]
     if not errors and params["folds"]["ids"] != list(range(params["folds"]["k"])):
         problems.append(f"folds.ids: must be {list(range(params['folds']['k']))} for folds.k="
                         f"{params['folds']['k']} (dvc.yaml's matrix iterates it), got {params['folds']['ids']}")
@@ -118,8 +121,3 @@ def select(params: dict[str, Any], keys: list[str]) -> dict[str, Any]:
 def load_stage(path: str | Path, stage: str, method: str | None = None) -> dict[str, Any]:
     """Validate the whole file, then return only what `stage` declares it reads."""
     return select(load_all(path), stage_keys(stage, method))
-
-
-def threads(path: str | Path = "params.yaml") -> int:
-    """Torch threads per job: an execution setting, deliberately outside every stage's params."""
-    return int(load_all(path).get("resources", {}).get("threads", 1))

@@ -89,9 +89,12 @@ def _link_or_copy(source: Path, target: Path) -> None:
 def publish(model_dir: Path, publish_dir: Path, card: str) -> None:
     with atomic_path(publish_dir) as tmp:
         tmp.mkdir()
-        for item in sorted(model_dir.iterdir()):
-            if item.is_file() and item.name != "README.md":
-                _link_or_copy(item, tmp / item.name)
+        for item in sorted(model_dir.rglob("*")):
+            target = tmp / item.relative_to(model_dir)
+            if item.is_dir():
+                target.mkdir()
+            elif item.name != "README.md":
+                _link_or_copy(item, target)
         (tmp / "README.md").write_text(card, encoding="utf-8")
 
 
@@ -122,6 +125,5 @@ def evaluate(fold_dir: Path, model_dir: Path, method_name: str, eval_cfg: dict, 
 
 
 def run_cli(args: argparse.Namespace) -> None:
-    torch.set_num_threads(config.threads(args.params))
     eval_cfg = config.load_stage(args.params, "evaluate")["evaluate"]
     evaluate(args.folds / f"fold{args.fold}", args.model, args.method, eval_cfg, args.out, args.publish)

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
 
+from asrflow.batching import Clip, collate, sequential_batches
 from asrflow.folds import PAD, UNK, WORD_DELIMITER
 from asrflow.io import read_json
 
@@ -52,11 +53,9 @@ def greedy_decode(logits: torch.Tensor, lengths: torch.Tensor, processor: Wav2Ve
     return processor.batch_decode([row[:n].tolist() for row, n in zip(ids, lengths.tolist())])
 
 
-def transcribe_clips(model: torch.nn.Module, clips: list, processor: Wav2Vec2Processor,
+def transcribe_clips(model: torch.nn.Module, clips: list[Clip], processor: Wav2Vec2Processor,
                      batch_seconds: float) -> list[str]:
-    """Greedy transcripts of `clips` (asrflow.batching.Clip), in their order."""
-    from asrflow.batching import collate, sequential_batches
-
+    """Greedy transcripts of `clips`, in their order."""
     model.eval()
     hypotheses: list[str] = [""] * len(clips)
     with torch.inference_mode():
@@ -67,3 +66,22 @@ def transcribe_clips(model: torch.nn.Module, clips: list, processor: Wav2Vec2Pro
             for index, text in zip(batch_ids, texts):
                 hypotheses[index] = text
     return hypotheses
+
+
+class AudioTask:
+    """CTC on raw audio through the whole model: how every method trains, except `frozen` (cached features)."""
+
+    def __init__(self, model: torch.nn.Module, processor: Wav2Vec2Processor) -> None:
+        self.model, self.processor = model, processor
+
+    def prepare(self, clips: list[Clip]) -> list[Clip]:
+        return clips
+
+    def loss(self, clips: list[Clip]) -> torch.Tensor:
+        return self.model(**collate(clips)).loss
+
+    def transcribe(self, clips: list[Clip], batch_seconds: float) -> list[str]:
+        return transcribe_clips(self.model, clips, self.processor, batch_seconds)
+
+    def train(self) -> None:
+        self.model.train()

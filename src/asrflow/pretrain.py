@@ -18,11 +18,11 @@ from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
 from asrflow import config
 from asrflow.audio import load_mono
-from asrflow.batching import load_clips
+from asrflow.batching import bucket_batches, load_clips
 from asrflow.corpus.audiofolder import import_audiofolder
 from asrflow.folds import build_vocab
 from asrflow.io import atomic_path, read_json, write_json
-from asrflow.model import POINTER, make_processor
+from asrflow.model import POINTER, AudioTask, make_processor
 from asrflow.text import normalise
 from asrflow.train import LoopConfig, fit, seed_everything, split_alignable
 
@@ -62,6 +62,12 @@ def validate_local_base(path: Path) -> dict:
             "weights": {w.name: w.stat().st_size for w in weights}}
 
 
+def warmup_steps(clips: list, cfg: dict) -> int:
+    """A tenth of all optimiser steps: the from-scratch model needs a gentle start, then most steps at full lr."""
+    batches = bucket_batches([c.n_samples for c in clips], cfg["batch_seconds"], random.Random(0))
+    return max(1, len(batches) * cfg["epochs"] // 10)
+
+
 def pretrain_demo(source_dir: Path, cfg: dict, out_dir: Path) -> dict:
     seed_everything(cfg["seed"])
     utterances = [u.replace(text=normalise(u.text, SOURCE_TEXT)) for u in import_audiofolder(source_dir)]
@@ -78,21 +84,20 @@ def pretrain_demo(source_dir: Path, cfg: dict, out_dir: Path) -> dict:
     train_clips, _ = split_alignable(model, load_clips(train_utts, encode, reader=load_mono))
     dev_clips = load_clips(dev_utts, encode, reader=load_mono)
     loop = LoopConfig(lr=cfg["lr"], max_epochs=cfg["epochs"], patience=cfg["epochs"],
-                      batch_seconds=cfg["batch_seconds"], warmup_steps=max(1, len(train_clips) // 4),
+                      batch_seconds=cfg["batch_seconds"], warmup_steps=warmup_steps(train_clips, cfg),
                       grad_clip=1.0, seed=cfg["seed"])
     with atomic_path(out_dir) as tmp:
         def save_best(trained: torch.nn.Module) -> None:
             trained.save_pretrained(tmp, safe_serialization=True)
             processor.save_pretrained(tmp)
 
-        info = fit(model, processor, train_clips, dev_clips, loop, save_best, None, "pretrain")
+        info = fit(AudioTask(model, processor), train_clips, dev_clips, loop, save_best, None, "pretrain")
         write_json(tmp / "pretraining.json", {**info, "train_utterances": len(train_clips),
                                               "dev_utterances": len(dev_clips), "vocab_size": len(vocab)})
     return info
 
 
 def run_cli(args: argparse.Namespace) -> None:
-    torch.set_num_threads(config.threads(args.params))
     model_cfg = config.load_stage(args.params, "pretrain")["model"]
     if model_cfg["base"] == "demo":
         pretrain_demo(args.source, model_cfg["demo"], args.out)

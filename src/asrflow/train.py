@@ -27,10 +27,10 @@ from transformers import get_linear_schedule_with_warmup
 
 from asrflow import config, methods
 from asrflow.audio import TARGET_RATE
-from asrflow.batching import Clip, bucket_batches, collate, load_clips
+from asrflow.batching import Clip, bucket_batches, load_clips
 from asrflow.io import atomic_path, read_json, write_json
 from asrflow.manifest import Utterance, read_manifest, total_seconds
-from asrflow.model import make_processor, resolve_base, transcribe_clips
+from asrflow.model import make_processor, resolve_base
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +85,15 @@ def _write_curve(path: Path, rows: list[dict]) -> None:
             writer.writerows(rows)
 
 
-def _train_epoch(model, optimizer, scheduler, clips: list[Clip], cfg: LoopConfig, rng: random.Random,
+def _train_epoch(task, optimizer, scheduler, clips: list[Clip], cfg: LoopConfig, rng: random.Random,
                  params: list[torch.nn.Parameter], desc: str) -> tuple[float, float]:
     """One pass over `clips`; returns (mean loss, audio seconds seen)."""
-    model.train()
+    task.train()
     losses, seconds = [], 0.0
-    batches = bucket_batches([len(c.samples) for c in clips], cfg.batch_seconds, rng)
+    batches = bucket_batches([c.n_samples for c in clips], cfg.batch_seconds, rng)
     for batch_ids in tqdm(batches, desc=desc, unit="batch", mininterval=2.0, leave=False):
         batch_clips = [clips[i] for i in batch_ids]
-        loss = model(**collate(batch_clips)).loss
+        loss = task.loss(batch_clips)
         if not torch.isfinite(loss):
             raise TrainingError(f"non-finite CTC loss ({loss.item()}) on the batch of utterances "
                                 f"{[c.utt_id for c in batch_clips]}; check their audio and transcripts, or lower the lr")
@@ -103,31 +103,31 @@ def _train_epoch(model, optimizer, scheduler, clips: list[Clip], cfg: LoopConfig
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
-        seconds += sum(len(c.samples) for c in batch_clips) / TARGET_RATE
+        seconds += sum(c.n_samples for c in batch_clips) / TARGET_RATE
     return float(np.mean(losses)), seconds
 
 
-def fit(model: torch.nn.Module, processor, train: list[Clip], dev: list[Clip], cfg: LoopConfig,
-        save_best: Callable[[torch.nn.Module], None], curve_path: Path | None, label: str) -> dict:
+def fit(task, train: list[Clip], dev: list[Clip], cfg: LoopConfig, save_best: Callable[[torch.nn.Module], None],
+        curve_path: Path | None, label: str) -> dict:
     """Train until max_epochs or until dev CER has not improved for `patience` epochs; save_best on each record."""
     seed_everything(cfg.seed)
     rng = random.Random(cfg.seed)
-    params = [p for p in model.parameters() if p.requires_grad]
+    train, dev = task.prepare(train), task.prepare(dev)
+    params = [p for p in task.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
-    steps_per_epoch = len(bucket_batches([len(c.samples) for c in train], cfg.batch_seconds, random.Random(0)))
+    steps_per_epoch = len(bucket_batches([c.n_samples for c in train], cfg.batch_seconds, random.Random(0)))
     scheduler = get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, steps_per_epoch * cfg.max_epochs)
     best = {"dev_cer": math.inf, "dev_wer": math.inf, "epoch": 0}
     curve, stale, started = [], 0, time.perf_counter()
     for epoch in range(1, cfg.max_epochs + 1):
         epoch_start = time.perf_counter()
-        loss, seconds = _train_epoch(model, optimizer, scheduler, train, cfg, rng, params, f"{label} epoch {epoch}")
+        loss, seconds = _train_epoch(task, optimizer, scheduler, train, cfg, rng, params, f"{label} epoch {epoch}")
         train_time = time.perf_counter() - epoch_start
-        dev_cer, dev_wer = error_rates([c.text for c in dev], transcribe_clips(model, dev, processor,
-                                                                                cfg.batch_seconds * 2))
+        dev_cer, dev_wer = error_rates([c.text for c in dev], task.transcribe(dev, cfg.batch_seconds * 2))
         improved = dev_cer < best["dev_cer"]
         if improved:
             best = {"dev_cer": dev_cer, "dev_wer": dev_wer, "epoch": epoch}
-            save_best(model)
+            save_best(task.model)
         stale = 0 if improved else stale + 1
         curve.append({"epoch": epoch, "train_loss": round(loss, 5), "dev_cer": round(dev_cer, 5),
                       "dev_wer": round(dev_wer, 5), "lr": f"{scheduler.get_last_lr()[0]:.3g}",
@@ -184,11 +184,11 @@ def train_fold(fold_dir: Path, speed_manifest: Path, base_dir: Path, method_name
             method.save(trained, tmp, language)
             processor.save_pretrained(tmp)
 
-        result = fit(model, processor, train_clips, dev_clips, loop_config(train_cfg, method_name), save_best,
-                     curve_path, f"{method_name}/{fold_dir.name}")
+        result = fit(method.task(model, processor, train_cfg[method_name]), train_clips, dev_clips, loop_config(train_cfg, method_name),
+                     save_best, curve_path, f"{method_name}/{fold_dir.name}")
         info = {**result, "method": method_name, "fold": int(fold_dir.name.removeprefix("fold")),
                 "language": language, "trainable_params": trainable, "total_params": total,
-                "train_audio_seconds": round(sum(len(c.samples) for c in train_clips) / TARGET_RATE, 2),
+                "train_audio_seconds": round(sum(c.n_samples for c in train_clips) / TARGET_RATE, 2),
                 "dropped_utterances": [c.utt_id for c in dropped], "base": resolve_base(base_dir),
                 "settings": {k: v for k, v in train_cfg.items() if k in {"seed", "max_epochs", "patience",
                                                                         "batch_seconds", "warmup_steps", "grad_clip"}}
@@ -198,7 +198,6 @@ def train_fold(fold_dir: Path, speed_manifest: Path, base_dir: Path, method_name
 
 
 def run_cli(args: argparse.Namespace) -> None:
-    torch.set_num_threads(config.threads(args.params))
     params = config.load_stage(args.params, "train", args.method)
     train_fold(args.folds / f"fold{args.fold}", args.speed / "manifest.csv", args.base, args.method, params,
                args.out, args.curve)

@@ -32,8 +32,8 @@ CODE = {
     "report": ["src/asrflow/report.py"],
 }
 
-# How jobs run; never part of a result. threads for the torch stages come from params.yaml `resources.threads`;
-# resample and augment run a process pool of `threads` workers (capped by --cores on a local run). Override per
+# How jobs run; never part of a result. threads for fine-tuning and evaluation come from params.yaml
+# `resources.threads`; the others get `threads` workers or torch threads (capped by --cores on a local run). Override per
 # rule with --set-threads / --set-resources, or in a profile.
 RESOURCES = {
     "demo": {"threads": 1, "mem_mb": 2000, "runtime": 30},
@@ -42,7 +42,7 @@ RESOURCES = {
     "normalize": {"threads": 1, "mem_mb": 1000, "runtime": 10},
     "split": {"threads": 1, "mem_mb": 1000, "runtime": 10},
     "augment": {"threads": 4, "mem_mb": 4000, "runtime": 60},
-    "pretrain": {"threads": "resources.threads", "mem_mb": 8000, "runtime": 240},
+    "pretrain": {"threads": 4, "mem_mb": 8000, "runtime": 240},
     "train": {"threads": "resources.threads", "mem_mb": 8000, "runtime": 240},
     "evaluate": {"threads": "resources.threads", "mem_mb": 4000, "runtime": 60},
     "report": {"threads": 1, "mem_mb": 1000, "runtime": 10},

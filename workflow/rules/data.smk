@@ -16,7 +16,7 @@ rule resample:
         mem_mb=mem_mb("resample"),
         runtime=runtime("resample"),
     shell:
-        "asrflow resample --in {input.manifest} --out {output} --cores {threads} --log {log}"
+        "asrflow resample --in {input.manifest} --out {output} --threads {threads} --log {log}"
 
 
 rule normalize:
@@ -70,4 +70,4 @@ rule augment:
         mem_mb=mem_mb("augment"),
         runtime=runtime("augment"),
     shell:
-        "asrflow augment --in {input.manifest} --out {output} --cores {threads} --log {log}"
+        "asrflow augment --in {input.manifest} --out {output} --threads {threads} --log {log}"

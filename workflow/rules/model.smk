@@ -16,7 +16,7 @@ rule pretrain:
         mem_mb=mem_mb("pretrain"),
         runtime=runtime("pretrain"),
     shell:
-        "asrflow pretrain --source {input.source} --out {output} --log {log}"
+        "asrflow pretrain --source {input.source} --out {output} --threads {threads} --log {log}"
 
 
 rule train:
@@ -38,7 +38,8 @@ rule train:
         runtime=runtime("train"),
     shell:
         "asrflow train --fold {wildcards.fold} --method {wildcards.method} --folds {input.folds}"
-        " --speed {input.speed} --base {input.base} --out {output.model} --curve {output.curve} --log {log}"
+        " --speed {input.speed} --base {input.base} --out {output.model} --curve {output.curve}"
+        " --threads {threads} --log {log}"
 
 
 rule evaluate:
@@ -59,4 +60,4 @@ rule evaluate:
         runtime=runtime("evaluate"),
     shell:
         "asrflow evaluate --fold {wildcards.fold} --method {wildcards.method} --folds {input.folds}"
-        " --model {input.model} --out {output.metrics} --publish {output.model} --log {log}"
+        " --model {input.model} --out {output.metrics} --publish {output.model} --threads {threads} --log {log}"

@@ -10,7 +10,11 @@ from typing import Protocol
 import torch
 from transformers import Wav2Vec2ForCTC
 
+from asrflow.methods.adapter import LanguageAdapter
+from asrflow.methods.frozen import FrozenEncoder
 from asrflow.methods.full import FullFineTune
+from asrflow.methods.lora import LoRA
+from asrflow.methods.scratch import Scratch
 
 
 class Method(Protocol):
@@ -19,6 +23,9 @@ class Method(Protocol):
     def prepare(self, base: str, vocab_size: int, overrides: dict, cfg: dict, language: str) -> torch.nn.Module:
         """Load `base` with a fresh CTC head of `vocab_size` and mark which parameters train."""
 
+    def task(self, model: torch.nn.Module, processor, cfg: dict):
+        """What the training loop trains on: raw audio (asrflow.model.AudioTask) or cached features."""
+
     def save(self, model: torch.nn.Module, out_dir: Path, language: str) -> None:
         """Write the model so that plain transformers (or peft) can load it."""
 
@@ -26,7 +33,8 @@ class Method(Protocol):
         """Load what `save` wrote, ready for inference."""
 
 
-METHODS: dict[str, Method] = {"full": FullFineTune()}
+METHODS: dict[str, Method] = {m.name: m for m in (FullFineTune(), LanguageAdapter(), LoRA(), FrozenEncoder(),
+                                                   Scratch())}
 
 
 def get(name: str) -> Method:

@@ -1,0 +1,43 @@
+"""LoRA through peft: low-rank updates on the chosen attention/feed-forward projections, plus a fully trained CTC
+head (`modules_to_save`). Saved twice: the peft adapter in `peft/` (load with `PeftModel.from_pretrained` on the base
+with this vocabulary size) and, at the top level, the merged model (`merge_and_unload`) that plain transformers and
+`pipeline()` load."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import Wav2Vec2ForCTC
+
+from asrflow.methods.full import AudioMethod, load_with_new_head
+
+PEFT_DIR = "peft"
+
+
+class LoRA(AudioMethod):
+    name = "lora"
+
+    def prepare(self, base: str, vocab_size: int, overrides: dict, cfg: dict, language: str) -> torch.nn.Module:
+        model = load_with_new_head(base, vocab_size, overrides)
+        lora = LoraConfig(r=cfg.get("r", 8), lora_alpha=cfg.get("alpha", 16), lora_dropout=cfg.get("dropout", 0.05),
+                          target_modules=list(cfg.get("target_modules", ["q_proj", "v_proj"])),
+                          modules_to_save=["lm_head"])
+        return get_peft_model(model, lora)
+
+    def save(self, model: torch.nn.Module, out_dir: Path, language: str) -> None:
+        out_dir = Path(out_dir)
+        # A CTC model has no input embeddings; peft's "auto" check would look for them (peft#1569).
+        model.save_pretrained(out_dir / PEFT_DIR, safe_serialization=True, save_embedding_layers=False)
+        # Merge a copy: the live model keeps training with its adapters separate.
+        merged = copy.deepcopy(model).merge_and_unload()
+        merged.save_pretrained(out_dir, safe_serialization=True)
+
+
+def load_peft(base: str, model_dir: Path) -> PeftModel:
+    """The unmerged peft model: the base with this fold's vocabulary size, then the saved adapter."""
+    vocab_size = Wav2Vec2ForCTC.config_class.from_pretrained(model_dir).vocab_size
+    model = load_with_new_head(base, vocab_size, {})
+    return PeftModel.from_pretrained(model, Path(model_dir) / PEFT_DIR)

@@ -1,0 +1,179 @@
+"""Shared fixtures: a throw-away copy of the project, a seconds-scale params.yaml, and what each engine plans to run.
+
+Tests never write into the checkout itself: every engine call runs in a copy under pytest's tmp_path (`project`).
+The copy holds the pipeline definitions (workflow/, dvc.yaml, params.yaml) and src/ (the code deps both engines hash);
+the asrflow package itself is installed editable, so the stages import it from the checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from asrflow import config
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the venv's bin: snakemake, dvc, asrflow
+
+# What a copy of the project needs to run both engines: the pipeline definitions and the code they depend on.
+PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"]
+PROJECT_DIRS = ["workflow", "src"]
+COPY_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".snakemake")
+
+
+def engine_env() -> dict[str, str]:
+    """Environment for engine subprocesses: the venv first on PATH (the rules call `asrflow`), no telemetry."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    return env
+
+
+def run(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a command in `cwd`; on failure, fail the test with its output."""
+    proc = subprocess.run(args, cwd=cwd, env=engine_env(), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(args)} failed ({proc.returncode}) in {cwd}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def copy_project(dest: Path) -> Path:
+    """A fresh clone-like copy of the project in `dest`: no data, no results, its own git and DVC repositories."""
+    assert ROOT not in [dest, *dest.parents], "tests must not write into the checkout"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        if (ROOT / name).is_file():
+            shutil.copy2(ROOT / name, dest / name)
+    for name in PROJECT_DIRS:
+        shutil.copytree(ROOT / name, dest / name, ignore=COPY_IGNORE)
+    run(["git", "init", "-q"], dest)
+    run([str(BIN / "dvc"), "init", "-q"], dest)
+    if (ROOT / ".dvcignore").is_file():  # `dvc init` writes a bare one
+        shutil.copy2(ROOT / ".dvcignore", dest / ".dvcignore")
+    return dest
+
+
+def read_params(project: Path) -> dict[str, Any]:
+    return yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
+
+
+def write_params(project: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Validate `params` with asrflow's own validator, then write it as the project's params.yaml."""
+    config.validate(params, source="test params")
+    text = yaml.safe_dump(params, sort_keys=False, allow_unicode=True)
+    (project / "params.yaml").write_text(text, encoding="utf-8")
+    return params
+
+
+def set_folds(params: dict[str, Any], k: int) -> dict[str, Any]:
+    params["folds"]["k"] = k
+    params["folds"]["ids"] = list(range(k))
+    return params
+
+
+def tiny_params(path: Path, methods: list[str] | None = None, k: int = 2) -> dict[str, Any]:
+    """Rewrite params.yaml under `path` (a project folder or the file itself) for a run of seconds, not minutes.
+
+    5 target speakers × 4 utterances, 2 source languages × 2 speakers × 4 utterances, k folds, a one-layer 32-wide
+    base model trained one epoch, fine-tuning one epoch. `methods` defaults to the file's own list.
+    """
+    project = path.parent if path.name == "params.yaml" else path
+    params = read_params(project)
+    demo = params["corpus"]["demo"]
+    demo.update(speakers=5, utterances_per_speaker=4, source_languages=demo["source_languages"][:2],
+                source_speakers=2, source_utterances_per_speaker=4)
+    set_folds(params, k)
+    params["folds"]["dev_speakers"] = 1
+    params["augment"]["speed"] = params["augment"]["speed"][:1]
+    params["model"]["demo"].update(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                   conv_dim=32, adapter_attn_dim=8, epochs=1)
+    params["train"].update(max_epochs=1, patience=1, warmup_steps=2)
+    params.setdefault("resources", {})["threads"] = 1
+    if methods is not None:
+        params["methods"] = list(methods)
+    return write_params(project, params)
+
+
+# --- what each engine plans to run ------------------------------------------------------------------------------
+
+# Snakemake has no public listing of a job's params, so this asks its Python API (in a subprocess: the API changes
+# the working directory and sets up global logging) to build the DAG as a dry run with --forceall would.
+_SNAKEMAKE_JOBS = r"""
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.enums import Quietness
+from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+
+project = Path(sys.argv[1]).resolve()
+with SnakemakeApi(OutputSettings(quiet={Quietness.ALL}, enable_file_logging=False)) as api:
+    workflow_api = api.workflow(resource_settings=ResourceSettings(cores=int(sys.argv[2])),
+                                config_settings=ConfigSettings(), snakefile=project / "workflow" / "Snakefile",
+                                workdir=project)
+    workflow_api.dag(DAGSettings(forceall=True))
+    workflow = workflow_api._workflow
+    workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True, nolock=True)
+    workflow._build_dag()
+    jobs = [{"rule": job.rule.name, "wildcards": dict(job.wildcards_dict), "input": [str(f) for f in job.input],
+             "output": [str(f) for f in job.output], "log": [str(f) for f in job.log], "params": list(job.params),
+             "threads": job.threads, "shellcmd": job.shellcmd,
+             "resources": {k: v for k, v in job.resources.items() if not k.startswith("_")}}
+            for job in workflow.dag.jobs]
+print("JOBS-JSON " + json.dumps(jobs, default=str))
+"""
+
+
+def snakemake_jobs(project: Path, cores: int = 64) -> list[dict[str, Any]]:
+    """Every job of `snakemake --forceall` in `project` (rule, wildcards, input, output, log, params, shellcmd...)."""
+    proc = run([sys.executable, "-c", _SNAKEMAKE_JOBS, str(project), str(cores)], project, timeout=300)
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("JOBS-JSON "))
+    return json.loads(line.removeprefix("JOBS-JSON "))
+
+
+def dvc_stages(project: Path) -> list[dict[str, Any]]:
+    """Every stage of dvc.yaml in `project`, matrix stages expanded (`train@0-full`), parsed by DVC itself."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    raw = yaml.safe_load((project / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    stages = []
+    with Repo(str(project)) as repo:
+        for stage in repo.index.stages:
+            base, _, key = stage.name.partition("@")
+            axes = list(raw[base].get("matrix", {}))
+            stages.append({
+                "name": stage.name,
+                "stage": base,
+                "matrix": dict(zip(axes, key.split("-", len(axes) - 1))) if key else {},
+                "cmd": stage.cmd,
+                "deps": [d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)],
+                "params": [k for d in stage.deps if isinstance(d, ParamsDependency) for k in d.params],
+                "params_files": [d.def_path for d in stage.deps if isinstance(d, ParamsDependency)],
+                "outs": [o.def_path for o in stage.outs],
+                "uncached": [o.def_path for o in stage.outs if not o.use_cache],
+                "plots": [o.def_path for o in stage.outs if o.plot],
+            })
+    return stages
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A fresh copy of the project (as on a new clone: no data), with git and DVC initialised."""
+    return copy_project(tmp_path / "project")
+
+
+@pytest.fixture
+def tiny_project(project: Path) -> Path:
+    """The project copy with a seconds-scale params.yaml (see tiny_params)."""
+    tiny_params(project)
+    return project

@@ -1,0 +1,267 @@
+"""Snakemake and DVC declare the same pipeline: same jobs, commands, outputs, inputs, params keys and code deps.
+
+Nothing here runs a stage. Snakemake's plan comes from its API building the DAG as `snakemake -n --forceall` does
+(conftest.snakemake_jobs); DVC's from `dvc.repo.Repo(...).index` (conftest.dvc_stages). Every engine call runs in a
+fresh copy of the project under tmp_path, with no data, as on a new clone.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from asrflow import config
+from asrflow.cli import STAGE_MODULES
+from conftest import (BIN, ROOT, copy_project, dvc_stages, engine_env, read_params, run, set_folds, snakemake_jobs,
+                      tiny_params, write_params)
+
+GRID = ("fold", "method")  # the wildcards of Snakemake = the matrix axes of dvc.yaml
+TARGET_RULES = {"all", "default"}  # Snakemake's aggregate target: no command, no outputs; DVC has no counterpart
+# Plumbing left out of every stage's code deps on purpose (see workflow/rules/common.smk).
+NOT_CODE_DEPS = {"asrflow", "asrflow.config", "asrflow.io", "asrflow.cli"}
+
+Key = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def key(stage: str, grid: dict[str, Any]) -> Key:
+    return stage, tuple(sorted((k, str(v)) for k, v in grid.items()))
+
+
+def expected_jobs(params: dict[str, Any]) -> set[Key]:
+    """One job per stage, train and evaluate once per fold × method, as params.yaml declares the grid."""
+    single = {key(stage, {}) for stage in config.STAGE_PARAMS if stage not in ("train", "evaluate")}
+    grid = {key(stage, {"fold": f, "method": m}) for stage in ("train", "evaluate")
+            for f in params["folds"]["ids"] for m in params["methods"]}
+    return single | grid
+
+
+def norm(path: str) -> str:
+    return os.path.normpath(path)
+
+
+def is_code(path: str) -> bool:
+    return norm(path).startswith("src" + os.sep)
+
+
+def expand_code(project: Path, paths: list[str]) -> set[str]:
+    """Code deps as files: a folder stands for every .py file in it (as DVC hashes it, minus .dvcignore'd caches)."""
+    files = set()
+    for path in map(norm, paths):
+        full = project / path
+        files |= {str(p.relative_to(project)) for p in full.rglob("*.py")} if full.is_dir() else {path}
+    return files
+
+
+def same_command(cmd: str) -> str:
+    """Commands up to whitespace and thread counts (Snakemake passes --threads {threads}; DVC leaves every core)."""
+    return re.sub(r" --threads \S+", "", " ".join(cmd.split()))
+
+
+class Plan:
+    """Both engines' plans for one project copy, keyed by (stage, grid values)."""
+
+    def __init__(self, project: Path):
+        self.project = project
+        self.params = read_params(project)
+        jobs = snakemake_jobs(project)
+        self.targets = [j for j in jobs if j["rule"] in TARGET_RULES]
+        self.snakemake = {key(j["rule"], j["wildcards"]): j for j in jobs if j["rule"] not in TARGET_RULES}
+        assert len(self.snakemake) == len(jobs) - len(self.targets), "two Snakemake jobs share a rule and wildcards"
+        stages = dvc_stages(project)
+        self.dvc = {key(s["stage"], s["matrix"]): s for s in stages}
+        assert len(self.dvc) == len(stages)
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory: pytest.TempPathFactory) -> Plan:
+    return Plan(copy_project(tmp_path_factory.mktemp("engines") / "project"))
+
+
+def test_both_engines_plan_the_same_jobs(plan: Plan) -> None:
+    expected = expected_jobs(plan.params)
+    assert set(plan.snakemake) == expected
+    assert set(plan.dvc) == expected
+    assert [t["input"] for t in plan.targets] == [["results/summary.csv"]]
+    for stage in plan.dvc.values():
+        assert set(stage["matrix"]) in (set(), set(GRID))
+
+
+def test_same_commands(plan: Plan) -> None:
+    for job_key, job in plan.snakemake.items():
+        assert job["shellcmd"].lstrip().startswith(f"asrflow {job_key[0]} ")
+        assert same_command(job["shellcmd"]) == same_command(plan.dvc[job_key]["cmd"]), job_key
+
+
+def test_same_outputs(plan: Plan) -> None:
+    for job_key, job in plan.snakemake.items():
+        assert set(map(norm, job["output"])) == set(map(norm, plan.dvc[job_key]["outs"])), job_key
+
+
+def test_outputs_git_keeps_are_not_cached_and_curves_are_plots(plan: Plan) -> None:
+    report = plan.dvc[key("report", {})]
+    assert set(report["uncached"]) == {"results/folds.csv", "results/summary.csv", "results/summary.md",
+                                       "results/summary.png"}
+    assert report["plots"] == ["results/summary.png"]
+    for job_key, stage in plan.dvc.items():
+        if job_key[0] == "train":
+            grid = dict(job_key[1])
+            curve = f"results/curves/{grid['method']}-fold{grid['fold']}.csv"
+            assert stage["plots"] == [curve] and stage["uncached"] == [curve]
+
+
+def test_same_data_inputs(plan: Plan) -> None:
+    """Every Snakemake input lies in a DVC dep and every DVC dep holds one (report reads results/metrics whole)."""
+    for job_key, job in plan.snakemake.items():
+        ours = {norm(p) for p in job["input"] if not is_code(p)}
+        theirs = {norm(p) for p in plan.dvc[job_key]["deps"] if not is_code(p)}
+        within = lambda path, folder: path == folder or path.startswith(folder + os.sep)  # noqa: E731
+        assert all(any(within(p, d) for d in theirs) for p in ours), (job_key, ours, theirs)
+        assert all(any(within(p, d) for p in ours) for d in theirs), (job_key, ours, theirs)
+
+
+def test_report_waits_for_every_evaluation(plan: Plan) -> None:
+    report = plan.snakemake[key("report", {})]
+    evaluated = {norm(j["output"][0]) for k, j in plan.snakemake.items() if k[0] == "evaluate"}
+    assert evaluated == {norm(p) for p in report["input"] if not is_code(p)}
+    assert all(p.startswith("results/metrics/") for p in evaluated)
+
+
+def test_same_code_deps(plan: Plan) -> None:
+    for job_key, job in plan.snakemake.items():
+        ours = {norm(p) for p in job["input"] if is_code(p)}
+        theirs = expand_code(plan.project, [p for p in plan.dvc[job_key]["deps"] if is_code(p)])
+        assert ours == theirs, job_key
+
+
+def test_params_keys_are_exactly_stage_params(plan: Plan) -> None:
+    for (stage, grid), job in plan.snakemake.items():
+        keys = config.stage_keys(stage, dict(grid).get("method"))
+        assert plan.dvc[(stage, grid)]["params_files"] == ["params.yaml"]
+        assert sorted(plan.dvc[(stage, grid)]["params"]) == sorted(keys), (stage, grid)
+        assert job["params"] == [config.select(plan.params, keys)], (stage, grid)
+
+
+def test_every_job_declares_resources_and_one_log(plan: Plan) -> None:
+    threads = plan.params.get("resources", {}).get("threads", 1)
+    for (stage, grid), job in plan.snakemake.items():
+        assert job["threads"] >= 1 and job["resources"]["mem_mb"] > 0 and job["resources"]["runtime"] > 0
+        assert len(job["log"]) == 1 and job["log"][0].startswith("logs/")
+        assert f"--log {job['log'][0]}" in job["shellcmd"]
+        if stage in ("train", "evaluate"):
+            assert job["threads"] == threads
+
+
+# --- code deps really are the code each stage runs ----------------------------------------------------------------
+
+def _module_file(name: str) -> Path | None:
+    path = ROOT / "src" / Path(*name.split("."))
+    for candidate in (path / "__init__.py", path.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(name: str) -> set[str]:
+    """asrflow modules that module `name` imports (anywhere in it, lazy imports included)."""
+    file = _module_file(name)
+    package = name if file.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            found |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    return {m for m in found if m.split(".")[0] == "asrflow" and _module_file(m)}
+
+
+def imported_code(module: str) -> set[str]:
+    """Source files of `module` and everything it imports from asrflow, transitively, minus the plumbing."""
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += _imports(name)
+    return {str(_module_file(m).relative_to(ROOT)) for m in seen - NOT_CODE_DEPS}
+
+
+@pytest.mark.parametrize("stage", list(STAGE_MODULES))
+def test_code_deps_are_the_modules_the_stage_imports(plan: Plan, stage: str) -> None:
+    """Missing a module here means an edit to it would not re-run the stage: add it to both dvc.yaml and CODE."""
+    if _module_file(STAGE_MODULES[stage]) is None:
+        pytest.skip(f"{STAGE_MODULES[stage]} is not written yet")
+    declared = next(s["deps"] for (name, _), s in plan.dvc.items() if name == stage)
+    declared = [norm(p) for p in declared if is_code(p)]
+    needed = imported_code(STAGE_MODULES[stage])
+    covered = expand_code(ROOT, declared)
+    assert needed <= covered, f"{stage}: add {sorted(needed - covered)} to its code deps"
+    unused = [d for d in declared if not expand_code(ROOT, [d]) & needed]
+    assert not unused, f"{stage}: {unused} declared as code deps but never imported"
+
+
+# --- the grid is declared once, in params.yaml --------------------------------------------------------------------
+
+def _method_variants() -> list[list[str]]:
+    """Method lists params.yaml can hold: declared in the schema and configured under train.<method>."""
+    params = read_params(ROOT)
+    schema = yaml.safe_load(config.SCHEMA_PATH.read_text(encoding="utf-8"))
+    allowed = [m for m in schema["properties"]["methods"]["items"]["enum"] if m in params["train"]]
+    return [allowed[:1], allowed] if len(allowed) > 1 else []
+
+
+@pytest.mark.parametrize("change", ["k=2", "k=5", "methods"])
+def test_changing_the_grid_changes_both_engines_alike(project: Path, change: str) -> None:
+    params = copy.deepcopy(read_params(project))
+    if change.startswith("k="):
+        set_folds(params, int(change[2:]))
+        variants = [params]
+    else:
+        if not _method_variants():
+            pytest.skip("fewer than two methods are configurable yet (schema enum ∩ train.<method> sections)")
+        variants = [{**copy.deepcopy(params), "methods": methods} for methods in _method_variants()]
+    for variant in variants:
+        write_params(project, variant)
+        plan = Plan(project)
+        assert set(plan.snakemake) == set(plan.dvc) == expected_jobs(variant), change
+
+
+def test_tiny_params_are_valid_and_plan_two_folds(project: Path) -> None:
+    params = tiny_params(project)
+    assert config.load_all(project / "params.yaml") == params
+    assert params["folds"]["ids"] == [0, 1]
+    plan = Plan(project)
+    assert set(plan.snakemake) == set(plan.dvc) == expected_jobs(params)
+
+
+# --- the command lines a user types --------------------------------------------------------------------------------
+
+def test_cli_dry_run_and_dvc_dag_on_a_fresh_clone(project: Path) -> None:
+    """A bare `snakemake -n` (the root Snakefile's default target) plans the whole pipeline; `dvc dag` works."""
+    proc = run([str(BIN / "snakemake"), "-n"], project)
+    out = proc.stdout + proc.stderr
+    n_grid = len(read_params(project)["folds"]["ids"]) * len(read_params(project)["methods"])
+    assert re.search(rf"^train\s+{n_grid}$", out, re.M) and re.search(r"^report\s+1$", out, re.M), out
+    dag = run([str(BIN / "dvc"), "dag", "--md"], project).stdout
+    assert "report" in dag and "train@0-" in dag
+
+
+def test_invalid_params_stop_snakemake_with_the_validator_message(project: Path) -> None:
+    params = read_params(project)
+    params["folds"]["ids"] = [0, 1]  # k stays 3: the validator names the key
+    (project / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    proc = subprocess.run([str(BIN / "snakemake"), "-n"], cwd=project, env=engine_env(), capture_output=True,
+                          text=True)
+    assert proc.returncode != 0
+    assert "folds.ids" in proc.stdout + proc.stderr

@@ -1,0 +1,195 @@
+"""Every fine-tuning method on a tiny real corpus: what trains, what is saved, and that plain transformers/peft load
+each artefact and reproduce asrflow's own outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from asrflow import cli, methods
+from asrflow.batching import load_clips
+from asrflow.io import read_json
+from asrflow.manifest import read_manifest
+from asrflow.methods.frozen import CACHE_ENV
+from asrflow.model import make_processor, resolve_base
+
+from conftest import ROOT, tiny_params
+
+ALL_METHODS = ["full", "adapter", "lora", "frozen", "scratch"]
+
+
+def stage(project: Path, *args: str) -> None:
+    assert cli.main([*args, "--params", str(project / "params.yaml"), "--threads", "1"]) == 0
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, monkeypatch_session) -> Path:
+    """A tiny corpus, base and split, made by the real stages, and one epoch of every method on fold 0."""
+    project = tmp_path_factory.mktemp("methods")
+    (project / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
+    tiny_params(project, methods=ALL_METHODS)
+    monkeypatch_session.chdir(project)
+    monkeypatch_session.setenv(CACHE_ENV, str(project / "cache"))
+    stage(project, "demo", "--target", "data/raw/demo", "--source", "data/raw/demo-source")
+    stage(project, "import", "--out", "data/interim/corpus.csv")
+    stage(project, "resample", "--in", "data/interim/corpus.csv", "--out", "data/interim/resampled")
+    stage(project, "normalize", "--in", "data/interim/resampled/manifest.csv", "--out", "data/processed/utts.csv")
+    stage(project, "split", "--in", "data/processed/utts.csv", "--out", "data/processed/folds")
+    stage(project, "augment", "--in", "data/processed/utts.csv", "--out", "data/processed/speed")
+    stage(project, "pretrain", "--source", "data/raw/demo-source", "--out", "data/models/base")
+    for method in ALL_METHODS:
+        stage(project, "train", "--fold", "0", "--method", method, "--folds", "data/processed/folds", "--speed",
+              "data/processed/speed", "--base", "data/models/base", "--out", f"models/{method}",
+              "--curve", f"curves/{method}.csv")
+        stage(project, "evaluate", "--fold", "0", "--method", method, "--folds", "data/processed/folds",
+              "--model", f"models/{method}", "--out", f"metrics/{method}", "--publish", f"published/{method}")
+    return project
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_session():
+    patch = pytest.MonkeyPatch()
+    yield patch
+    patch.undo()
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model.safetensors"))
+
+
+def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> set[str]:
+    return {name for name in before if name in after and not torch.equal(before[name], after[name])}
+
+
+def test_trainable_parameter_sets(tiny_run: Path) -> None:
+    base = resolve_base(tiny_run / "data/models/base")
+    vocab = read_json(tiny_run / "data/processed/folds/fold0/vocab.json")
+    expectations = {
+        "full": lambda n: not n.startswith("wav2vec2.feature_extractor"),
+        "adapter": lambda n: ".adapter_layer." in n or n.startswith("lm_head"),
+        "lora": lambda n: "lora_" in n or "lm_head" in n,
+        "frozen": lambda n: n.startswith("lm_head") or ".encoder.layers.0." in n or ".encoder.layer_norm." in n,
+        "scratch": lambda n: True,
+    }
+    for name, expect in expectations.items():
+        model = methods.get(name).prepare(base, len(vocab), {}, {"train_top_layers": 1} if name == "frozen" else {},
+                                          "sw")
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        assert trainable and all(expect(n) for n in trainable), f"{name}: {sorted(trainable)[:5]}"
+        frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+        assert not any(expect(n) for n in frozen if name != "lora"), f"{name} froze a parameter it should train"
+
+
+def test_adapter_training_changes_only_adapters_and_head(tiny_run: Path) -> None:
+    before = weights(tiny_run / "data/models/base")
+    after = weights(tiny_run / "models/adapter")
+    moved = changed(before, after)
+    assert moved and all(".adapter_layer." in n or n.startswith("lm_head") for n in moved), sorted(moved)[:5]
+    assert any(".adapter_layer." in n for n in moved)
+    adapter = load_file(str(tiny_run / "models/adapter/adapter.sw.safetensors"))
+    assert set(adapter) == {n for n in after if ".adapter_layer." in n or n.startswith("lm_head")}
+
+
+def test_frozen_encoder_is_bit_identical_after_training(tiny_run: Path) -> None:
+    before = weights(tiny_run / "data/models/base")
+    after = weights(tiny_run / "models/frozen")
+    moved = changed(before, after)
+    # train_top_layers: 1 in the tiny config → the one transformer layer and the final layer norm may move
+    allowed = (".encoder.layers.0.", ".encoder.layer_norm.", "lm_head")
+    assert all(any(a in n for a in allowed) for n in moved), sorted(moved)[:5]
+    assert not any(n.startswith("wav2vec2.feature_extractor") or "pos_conv" in n for n in moved)
+    cached = list((tiny_run / "cache").rglob("*.safetensors"))
+    assert cached, "the frozen method caches encoder features"
+
+
+def test_training_records_parameters_and_time(tiny_run: Path) -> None:
+    for method in ALL_METHODS:
+        info = read_json(tiny_run / f"metrics/{method}/metrics.json")
+        assert 0 < info["trainable_params"] <= info["total_params"] and info["train_seconds"] > 0
+    full = read_json(tiny_run / "metrics/full/metrics.json")
+    assert read_json(tiny_run / "metrics/adapter/metrics.json")["trainable_params"] < full["trainable_params"]
+    assert read_json(tiny_run / "metrics/lora/metrics.json")["trainable_params"] < full["trainable_params"]
+
+
+LOADER = r"""
+import json, sys
+import numpy as np, soundfile as sf, torch
+from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor, pipeline
+kind, model_dir, lang, audio = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+assert "asrflow" not in sys.modules
+if kind == "pipeline":
+    asr = pipeline("automatic-speech-recognition", model=model_dir, device="cpu")
+    out = [asr(sf.read(a, dtype="float32")[0])["text"] for a in audio]
+else:
+    processor = Wav2Vec2Processor.from_pretrained(model_dir)
+    if kind == "adapter":
+        model = Wav2Vec2ForCTC.from_pretrained(model_dir, target_lang=lang)
+    elif kind == "adapter-load":
+        model = Wav2Vec2ForCTC.from_pretrained(model_dir, ignore_mismatched_sizes=True)
+        model.load_adapter(lang)
+    else:
+        from peft import PeftModel
+        base = Wav2Vec2ForCTC.from_pretrained(kind.split("=", 1)[1], vocab_size=len(processor.tokenizer),
+                                              ignore_mismatched_sizes=True)
+        model = PeftModel.from_pretrained(base, model_dir + "/peft")
+    model.eval()
+    out = []
+    for a in audio:
+        inputs = processor(sf.read(a, dtype="float32")[0], sampling_rate=16000, return_tensors="pt")
+        with torch.inference_mode():
+            ids = model(**inputs).logits.argmax(-1)[0]
+        out.append(processor.decode(ids))
+print(json.dumps(out))
+"""
+
+
+def plain_transformers(kind: str, model_dir: Path, audio: list[str]) -> list[str]:
+    """Transcripts from a fresh interpreter that imports only transformers (and peft for LoRA)."""
+    proc = subprocess.run([sys.executable, "-c", LOADER, kind, str(model_dir), "sw", *audio], capture_output=True,
+                          text=True, timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("method,kind", [("full", "pipeline"), ("frozen", "pipeline"), ("scratch", "pipeline"),
+                                         ("lora", "pipeline"), ("adapter", "adapter"), ("adapter", "adapter-load"),
+                                         ("lora", "peft")])
+def test_artefacts_load_without_asrflow_and_agree_with_its_evaluation(tiny_run: Path, method: str, kind: str) -> None:
+    hyps = pd.read_csv(tiny_run / f"metrics/{method}/hypotheses.csv", keep_default_na=False)
+    test = {u.utt_id: u.audio for u in read_manifest(tiny_run / "data/processed/folds/fold0/test.csv")}
+    audio = [str(tiny_run / test[u]) for u in hyps["utt_id"]]
+    if kind == "peft":
+        kind = f"peft={resolve_base(tiny_run / 'data/models/base')}"
+    assert plain_transformers(kind, tiny_run / f"published/{method}", audio) == hyps["hypothesis"].tolist()
+
+
+def test_lora_merged_export_matches_peft_logits(tiny_run: Path) -> None:
+    from asrflow.methods.lora import load_peft
+
+    base = resolve_base(tiny_run / "data/models/base")
+    peft_model = load_peft(base, tiny_run / "models/lora").eval()
+    merged = methods.get("lora").load(tiny_run / "models/lora", "sw").eval()
+    utt = read_manifest(tiny_run / "data/processed/folds/fold0/test.csv")[0]
+    [clip] = load_clips([utt], lambda text: [])
+    values = torch.from_numpy(clip.samples)[None]
+    with torch.inference_mode():
+        assert torch.allclose(peft_model(input_values=values).logits, merged(input_values=values).logits, atol=1e-5)
+
+
+def test_model_card_has_model_index(tiny_run: Path) -> None:
+    import yaml
+
+    card = (tiny_run / "published/full/README.md").read_text(encoding="utf-8")
+    header = yaml.safe_load(card.split("---")[1])
+    metrics = header["model-index"][0]["results"][0]["metrics"]
+    assert {m["type"] for m in metrics} == {"cer", "wer"}
+    assert metrics[0]["value"] == read_json(tiny_run / "metrics/full/metrics.json")["cer"]
+    assert "fold 0" in card and header["base_model"]
