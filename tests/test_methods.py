@@ -80,7 +80,7 @@ def test_trainable_parameter_sets(tiny_run: Path) -> None:
         "scratch": lambda n: True,
     }
     for name, expect in expectations.items():
-        model = methods.get(name).prepare(base, len(vocab), {}, {"train_top_layers": 1} if name == "frozen" else {},
+        model = methods.get(name).prepare(base, vocab, {}, {"train_top_layers": 1} if name == "frozen" else {},
                                           "sw")
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
         assert trainable and all(expect(n) for n in trainable), f"{name}: {sorted(trainable)[:5]}"

@@ -166,7 +166,7 @@ def train_fold(fold_dir: Path, speed_manifest: Path, base_dir: Path, method_name
     seed_everything(train_cfg["seed"])
     overrides = {"mask_time_prob": augment_cfg["mask_time_prob"], "mask_time_length": augment_cfg["mask_time_length"],
                  "pad_token_id": vocab["<pad>"], "ctc_loss_reduction": "mean"}
-    model = method.prepare(resolve_base(base_dir), len(vocab), overrides, train_cfg[method_name], language)
+    model = method.prepare(resolve_base(base_dir), vocab, overrides, train_cfg[method_name], language)
 
     def encode(text: str) -> list[int]:
         return processor.tokenizer(text).input_ids

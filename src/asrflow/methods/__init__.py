@@ -20,8 +20,8 @@ from asrflow.methods.scratch import Scratch
 class Method(Protocol):
     name: str
 
-    def prepare(self, base: str, vocab_size: int, overrides: dict, cfg: dict, language: str) -> torch.nn.Module:
-        """Load `base` with a fresh CTC head of `vocab_size` and mark which parameters train."""
+    def prepare(self, base: str, vocab: dict[str, int], overrides: dict, cfg: dict, language: str) -> torch.nn.Module:
+        """Load `base` with a CTC head for `vocab` (token → id) and mark which parameters train."""
 
     def task(self, model: torch.nn.Module, processor, cfg: dict):
         """What the training loop trains on: raw audio (asrflow.model.AudioTask) or cached features."""

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from transformers import Wav2Vec2ForCTC
 from transformers.models.wav2vec2.modeling_wav2vec2 import WAV2VEC2_ADAPTER_SAFE_FILE
 
-from asrflow.methods.full import AudioMethod, load_with_new_head
+from asrflow.methods.full import AudioMethod, load_with_new_head, warm_start_head
 
 
 class AdapterMethodError(ValueError):
@@ -21,12 +21,13 @@ class AdapterMethodError(ValueError):
 class LanguageAdapter(AudioMethod):
     name = "adapter"
 
-    def prepare(self, base: str, vocab_size: int, overrides: dict, cfg: dict, language: str) -> torch.nn.Module:
-        model = load_with_new_head(base, vocab_size, overrides)
+    def prepare(self, base: str, vocab: dict[str, int], overrides: dict, cfg: dict, language: str) -> torch.nn.Module:
+        model = load_with_new_head(base, vocab, overrides)
         if getattr(model.config, "adapter_attn_dim", None) is None:
             raise AdapterMethodError(f"model.base {base} has no adapter layers (config.adapter_attn_dim is unset); "
                                      f"use an MMS checkpoint, or another method")
-        model.init_adapter_layers()
+        model.init_adapter_layers()  # fresh adapters for a new language; this also re-initialises the head
+        warm_start_head(model, Path(base), vocab)
         # freeze_base_model() also freezes the adapters (they live inside the base): re-enable exactly those.
         model.freeze_base_model()
         for param in model._get_adapters().values():

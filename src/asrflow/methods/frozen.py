@@ -68,8 +68,8 @@ def top_layers(model: Wav2Vec2ForCTC, n_top: int) -> list[torch.nn.Module]:
 class FrozenEncoder(AudioMethod):
     name = "frozen"
 
-    def prepare(self, base: str, vocab_size: int, overrides: dict, cfg: dict, language: str) -> torch.nn.Module:
-        model = load_with_new_head(base, vocab_size, overrides)
+    def prepare(self, base: str, vocab: dict[str, int], overrides: dict, cfg: dict, language: str) -> torch.nn.Module:
+        model = load_with_new_head(base, vocab, overrides)
         model.freeze_base_model()
         n_top = cfg.get("train_top_layers", 0)
         trainable = top_layers(model, n_top) + ([model.wav2vec2.encoder.layer_norm] if n_top else [])

@@ -5,16 +5,43 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import logging
+
 import torch
+from safetensors.torch import load_file
 from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
+from asrflow.io import read_json
 from asrflow.model import AudioTask
 
+log = logging.getLogger(__name__)
 
-def load_with_new_head(base: str, vocab_size: int, overrides: dict) -> Wav2Vec2ForCTC:
-    """The base checkpoint with a CTC head sized for this fold's vocabulary (the old head is dropped)."""
-    return Wav2Vec2ForCTC.from_pretrained(base, vocab_size=vocab_size, ignore_mismatched_sizes=True,
-                                          use_safetensors=True, **overrides)
+
+def load_with_new_head(base: str, vocab: dict[str, int], overrides: dict) -> Wav2Vec2ForCTC:
+    """The base checkpoint with a CTC head for this fold's vocabulary, warm-started where the base knows a token."""
+    model = Wav2Vec2ForCTC.from_pretrained(base, vocab_size=len(vocab), ignore_mismatched_sizes=True,
+                                           use_safetensors=True, **overrides)
+    warm_start_head(model, Path(base), vocab)
+    return model
+
+
+def warm_start_head(model: Wav2Vec2ForCTC, base: Path, vocab: dict[str, int]) -> int:
+    """Copy the base's output row of every token it shares with `vocab` (blank, word delimiter, shared symbols).
+
+    A new language's head otherwise starts from noise; IPA symbols the base already emits start where they were.
+    Bases without a flat vocab.json (e.g. MMS, whose vocabularies are per language) keep the fresh head.
+    """
+    base_vocab = read_json(base / "vocab.json") if (base / "vocab.json").is_file() else {}
+    if not base_vocab or not all(isinstance(i, int) for i in base_vocab.values()):
+        return 0
+    base_head = load_file(str(base / "model.safetensors"), device="cpu")
+    shared = [(i, base_vocab[t]) for t, i in vocab.items() if t in base_vocab]
+    with torch.no_grad():
+        for new, old in shared:
+            model.lm_head.weight[new] = base_head["lm_head.weight"][old]
+            model.lm_head.bias[new] = base_head["lm_head.bias"][old]
+    log.info("output layer: %d of %d tokens warm-started from the base vocabulary", len(shared), len(vocab))
+    return len(shared)
 
 
 class AudioMethod:
@@ -33,8 +60,8 @@ class AudioMethod:
 class FullFineTune(AudioMethod):
     name = "full"
 
-    def prepare(self, base: str, vocab_size: int, overrides: dict, cfg: dict, language: str) -> torch.nn.Module:
-        model = load_with_new_head(base, vocab_size, overrides)
+    def prepare(self, base: str, vocab: dict[str, int], overrides: dict, cfg: dict, language: str) -> torch.nn.Module:
+        model = load_with_new_head(base, vocab, overrides)
         if cfg.get("freeze_feature_encoder", True):
             model.freeze_feature_encoder()
         return model

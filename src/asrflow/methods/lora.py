@@ -10,8 +10,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import Wav2Vec2ForCTC
-
+from asrflow.io import read_json
 from asrflow.methods.full import AudioMethod, load_with_new_head
 
 PEFT_DIR = "peft"
@@ -20,8 +19,8 @@ PEFT_DIR = "peft"
 class LoRA(AudioMethod):
     name = "lora"
 
-    def prepare(self, base: str, vocab_size: int, overrides: dict, cfg: dict, language: str) -> torch.nn.Module:
-        model = load_with_new_head(base, vocab_size, overrides)
+    def prepare(self, base: str, vocab: dict[str, int], overrides: dict, cfg: dict, language: str) -> torch.nn.Module:
+        model = load_with_new_head(base, vocab, overrides)
         lora = LoraConfig(r=cfg.get("r", 8), lora_alpha=cfg.get("alpha", 16), lora_dropout=cfg.get("dropout", 0.05),
                           target_modules=list(cfg.get("target_modules", ["q_proj", "v_proj"])),
                           modules_to_save=["lm_head"])
@@ -38,6 +37,5 @@ class LoRA(AudioMethod):
 
 def load_peft(base: str, model_dir: Path) -> PeftModel:
     """The unmerged peft model: the base with this fold's vocabulary size, then the saved adapter."""
-    vocab_size = Wav2Vec2ForCTC.config_class.from_pretrained(model_dir).vocab_size
-    model = load_with_new_head(base, vocab_size, {})
+    model = load_with_new_head(base, read_json(Path(model_dir) / "vocab.json"), {})
     return PeftModel.from_pretrained(model, Path(model_dir) / PEFT_DIR)

@@ -12,8 +12,8 @@ from asrflow.methods.full import FullFineTune
 class Scratch(FullFineTune):
     name = "scratch"
 
-    def prepare(self, base: str, vocab_size: int, overrides: dict, cfg: dict, language: str) -> torch.nn.Module:
-        config = Wav2Vec2Config.from_pretrained(base, vocab_size=vocab_size, **overrides)
+    def prepare(self, base: str, vocab: dict[str, int], overrides: dict, cfg: dict, language: str) -> torch.nn.Module:
+        config = Wav2Vec2Config.from_pretrained(base, vocab_size=len(vocab), **overrides)
         model = Wav2Vec2ForCTC(config)  # random init, seeded by the training stage
         if cfg.get("freeze_feature_encoder", False):
             model.freeze_feature_encoder()
