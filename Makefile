@@ -20,7 +20,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -c "import torch, transformers, peft, snakemake, dvc, asrflow"
 	touch $@
 
-setup: $(VENV)/.installed
+# n-gram LM decoding: KenLM's lmplz/build_binary compiled from PyPI's kenlm sources (apt build deps), the kenlm
+# module, and pyctcdecode without its numpy<2 pin. About 5 minutes on 2 cores the first time; skipped when present.
+$(VENV)/.kenlm: scripts/install_kenlm.sh $(VENV)/.installed
+	bash scripts/install_kenlm.sh $(VENV)
+	touch $@
+
+setup: $(VENV)/.installed $(VENV)/.kenlm
 
 demo: setup
 	snakemake --cores $(CORES) --printshellcmds --show-failed-logs results/summary.csv

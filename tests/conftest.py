@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -104,6 +105,29 @@ def tiny_params(path: Path, methods: list[str] | None = None, k: int = 2) -> dic
     return write_params(project, params)
 
 
+def check_summary(project: Path, methods: list[str], k: int) -> None:
+    """The results of a finished run of the tiny configuration (tiny_params: 5 target speakers) over `methods` × k
+    folds: what every engine and executor must produce."""
+    summary = pd.read_csv(project / "results/summary.csv")
+    assert summary["method"].tolist() == methods
+    assert (summary["n_folds"] == k).all()
+    # cer_lm_*: params.yaml decodes with each fold's n-gram LM too (decode.beam), reported next to greedy.
+    for column in ("cer_mean", "cer_std", "wer_mean", "wer_std", "cer_lm_mean", "cer_lm_std",
+                   *(f"cer_fold{f}" for f in range(k))):
+        assert summary[column].notna().all() and (summary[column] >= 0).all(), column
+    folds = pd.read_csv(project / "results/folds.csv")
+    assert len(folds) == k * len(methods)
+    tested = [s for speakers in folds[folds.method == methods[0]]["test_speakers"] for s in speakers.split()]
+    assert len(tested) == len(set(tested)) == 5, "every speaker tested exactly once"
+    for name in ("summary.md", "summary.png"):
+        assert (project / "results" / name).stat().st_size > 0
+    for method in methods:
+        for fold in range(k):
+            assert (project / f"results/models/{method}/fold{fold}/README.md").is_file()
+            assert (project / f"results/curves/{method}-fold{fold}.csv").is_file()
+    assert (project / f"logs/train/{methods[0]}-fold0.log").read_text().count("epoch 1/1") == 1
+
+
 # --- what each engine plans to run ------------------------------------------------------------------------------
 
 # Snakemake has no public listing of a job's params, so this asks its Python API (in a subprocess: the API changes
@@ -120,10 +144,12 @@ with SnakemakeApi(OutputSettings(quiet={Quietness.ALL}, enable_file_logging=Fals
     workflow_api = api.workflow(resource_settings=ResourceSettings(cores=int(sys.argv[2])),
                                 config_settings=ConfigSettings(), snakefile=project / "workflow" / "Snakefile",
                                 workdir=project)
-    workflow_api.dag(DAGSettings(forceall=True))
+    workflow_api.dag(DAGSettings(forceall=True, targets=set(sys.argv[4:])))  # no targets: the default target
     workflow = workflow_api._workflow
     workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True, nolock=True)
     workflow._build_dag()
+    for job in workflow.dag.jobs:
+        job.attempt = int(sys.argv[3])  # resources may grow with the attempt (retries)
     jobs = [{"rule": job.rule.name, "wildcards": dict(job.wildcards_dict), "input": [str(f) for f in job.input],
              "output": [str(f) for f in job.output], "log": [str(f) for f in job.log], "params": list(job.params),
              "threads": job.threads, "shellcmd": job.shellcmd,
@@ -133,9 +159,11 @@ print("JOBS-JSON " + json.dumps(jobs, default=str))
 """
 
 
-def snakemake_jobs(project: Path, cores: int = 64) -> list[dict[str, Any]]:
-    """Every job of `snakemake --forceall` in `project` (rule, wildcards, input, output, log, params, shellcmd...)."""
-    proc = run([sys.executable, "-c", _SNAKEMAKE_JOBS, str(project), str(cores)], project, timeout=300)
+def snakemake_jobs(project: Path, cores: int = 64, attempt: int = 1, targets: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Every job of `snakemake --forceall [targets]` in `project` (rule, wildcards, input, output, log, params,
+    shellcmd...), with resources as they are on try number `attempt` (1: the first submission, 2: the first retry...)."""
+    proc = run([sys.executable, "-c", _SNAKEMAKE_JOBS, str(project), str(cores), str(attempt), *targets], project,
+               timeout=300)
     line = next(line for line in proc.stdout.splitlines() if line.startswith("JOBS-JSON "))
     return json.loads(line.removeprefix("JOBS-JSON "))
 
@@ -177,3 +205,54 @@ def tiny_project(project: Path) -> Path:
     """The project copy with a seconds-scale params.yaml (see tiny_params)."""
     tiny_params(project)
     return project
+
+
+# --- a tiny project made by the real stages, shared by the tests of trained models -------------------------------
+
+ALL_METHODS = ["full", "adapter", "lora", "frozen", "scratch"]
+
+
+def stage(project: Path, *args: str) -> None:
+    """One `asrflow` sub-command, in this process, with the project's params.yaml, on one thread."""
+    from asrflow import cli  # imports torch: only for the tests that run stages
+
+    assert cli.main([*args, "--params", str(project / "params.yaml"), "--threads", "1"]) == 0
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, monkeypatch_session) -> Path:
+    """A tiny corpus, base and split, made by the real stages, and one epoch of every method on fold 0."""
+    from asrflow.features import CACHE_ENV
+
+    project = tmp_path_factory.mktemp("methods")
+    (project / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
+    tiny_params(project, methods=ALL_METHODS)
+    monkeypatch_session.chdir(project)
+    monkeypatch_session.setenv(CACHE_ENV, str(project / "cache"))
+    stage(project, "demo", "--target", "data/raw/demo", "--source", "data/raw/demo-source")
+    stage(project, "import", "--out", "data/interim/corpus.csv", "--rejects", "data/interim/import_rejects.csv")
+    stage(project, "resample", "--in", "data/interim/corpus.csv", "--out", "data/interim/resampled")
+    stage(project, "normalize", "--in", "data/interim/resampled/manifest.csv", "--out", "data/processed/utts.csv",
+          "--rejects", "data/processed/normalize_rejects.csv")
+    stage(project, "split", "--in", "data/processed/utts.csv", "--out", "data/processed/folds")
+    stage(project, "augment", "--in", "data/processed/utts.csv", "--out", "data/processed/speed")
+    stage(project, "pretrain", "--source", "data/raw/demo-source", "--out", "data/models/base")
+    for fold in read_params(project)["folds"]["ids"]:
+        stage(project, "lm", "--train", f"data/processed/folds/fold{fold}/train.csv",
+              "--out", f"data/processed/lm/fold{fold}")
+    for method in ALL_METHODS:
+        stage(project, "train", "--fold", "0", "--method", method, "--folds", "data/processed/folds", "--speed",
+              "data/processed/speed", "--base", "data/models/base", "--out", f"models/{method}",
+              "--curve", f"curves/{method}.csv")
+        stage(project, "evaluate", "--fold", "0", "--method", method, "--folds", "data/processed/folds",
+              "--model", f"models/{method}", "--out", f"metrics/{method}", "--publish", f"published/{method}",
+              "--lm", "data/processed/lm/fold0")
+    return project
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_session():
+    """Environment and working-directory changes that last the whole session (tiny_run works in its project)."""
+    patch = pytest.MonkeyPatch()
+    yield patch
+    patch.undo()

@@ -26,7 +26,7 @@ from conftest import (BIN, ROOT, copy_project, dvc_stages, engine_env, read_para
 GRID = ("fold", "method")  # the wildcards of Snakemake = the matrix axes of dvc.yaml
 TARGET_RULES = {"all", "default"}  # Snakemake's aggregate target: no command, no outputs; DVC has no counterpart
 # Plumbing left out of every stage's code deps on purpose (see workflow/rules/common.smk).
-NOT_CODE_DEPS = {"asrflow", "asrflow.config", "asrflow.io", "asrflow.cli"}
+NOT_CODE_DEPS = {"asrflow", "asrflow.config", "asrflow.io", "asrflow.cli", "asrflow.errors"}
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -35,12 +35,16 @@ def key(stage: str, grid: dict[str, Any]) -> Key:
     return stage, tuple(sorted((k, str(v)) for k, v in grid.items()))
 
 
+PER_FOLD = ("lm",)  # stages run once per fold (a one-axis matrix in dvc.yaml)
+
+
 def expected_jobs(params: dict[str, Any]) -> set[Key]:
-    """One job per stage, train and evaluate once per fold × method, as params.yaml declares the grid."""
-    single = {key(stage, {}) for stage in config.STAGE_PARAMS if stage not in ("train", "evaluate")}
+    """One job per stage, lm once per fold, train and evaluate once per fold × method, as params.yaml declares."""
+    single = {key(stage, {}) for stage in config.STAGE_PARAMS if stage not in ("train", "evaluate", *PER_FOLD)}
+    per_fold = {key(stage, {"fold": f}) for stage in PER_FOLD for f in params["folds"]["ids"]}
     grid = {key(stage, {"fold": f, "method": m}) for stage in ("train", "evaluate")
             for f in params["folds"]["ids"] for m in params["methods"]}
-    return single | grid
+    return single | per_fold | grid
 
 
 def norm(path: str) -> str:
@@ -89,9 +93,9 @@ def test_both_engines_plan_the_same_jobs(plan: Plan) -> None:
     expected = expected_jobs(plan.params)
     assert set(plan.snakemake) == expected
     assert set(plan.dvc) == expected
-    assert [t["input"] for t in plan.targets] == [["results/summary.csv"]]
+    assert [t["input"] for t in plan.targets] == [["results/summary.csv", "results/data_report.md", "results/release"]]
     for stage in plan.dvc.values():
-        assert set(stage["matrix"]) in (set(), set(GRID))
+        assert set(stage["matrix"]) in (set(), {"fold"}, set(GRID))
 
 
 def test_same_commands(plan: Plan) -> None:

@@ -14,51 +14,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from asrflow import cli, methods
+from asrflow import methods
 from asrflow.batching import load_clips
 from asrflow.io import read_json
 from asrflow.manifest import read_manifest
-from asrflow.methods.frozen import CACHE_ENV
 from asrflow.model import make_processor, resolve_base
 
-from conftest import ROOT, tiny_params
-
-ALL_METHODS = ["full", "adapter", "lora", "frozen", "scratch"]
-
-
-def stage(project: Path, *args: str) -> None:
-    assert cli.main([*args, "--params", str(project / "params.yaml"), "--threads", "1"]) == 0
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, monkeypatch_session) -> Path:
-    """A tiny corpus, base and split, made by the real stages, and one epoch of every method on fold 0."""
-    project = tmp_path_factory.mktemp("methods")
-    (project / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
-    tiny_params(project, methods=ALL_METHODS)
-    monkeypatch_session.chdir(project)
-    monkeypatch_session.setenv(CACHE_ENV, str(project / "cache"))
-    stage(project, "demo", "--target", "data/raw/demo", "--source", "data/raw/demo-source")
-    stage(project, "import", "--out", "data/interim/corpus.csv")
-    stage(project, "resample", "--in", "data/interim/corpus.csv", "--out", "data/interim/resampled")
-    stage(project, "normalize", "--in", "data/interim/resampled/manifest.csv", "--out", "data/processed/utts.csv")
-    stage(project, "split", "--in", "data/processed/utts.csv", "--out", "data/processed/folds")
-    stage(project, "augment", "--in", "data/processed/utts.csv", "--out", "data/processed/speed")
-    stage(project, "pretrain", "--source", "data/raw/demo-source", "--out", "data/models/base")
-    for method in ALL_METHODS:
-        stage(project, "train", "--fold", "0", "--method", method, "--folds", "data/processed/folds", "--speed",
-              "data/processed/speed", "--base", "data/models/base", "--out", f"models/{method}",
-              "--curve", f"curves/{method}.csv")
-        stage(project, "evaluate", "--fold", "0", "--method", method, "--folds", "data/processed/folds",
-              "--model", f"models/{method}", "--out", f"metrics/{method}", "--publish", f"published/{method}")
-    return project
-
-
-@pytest.fixture(scope="session")
-def monkeypatch_session():
-    patch = pytest.MonkeyPatch()
-    yield patch
-    patch.undo()
+from conftest import ALL_METHODS
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -193,3 +155,25 @@ def test_model_card_has_model_index(tiny_run: Path) -> None:
     assert {m["type"] for m in metrics} == {"cer", "wer"}
     assert metrics[0]["value"] == read_json(tiny_run / "metrics/full/metrics.json")["cer"]
     assert "fold 0" in card and header["base_model"]
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "adapter"])
+def test_cached_conv_features_give_the_models_own_outputs(tiny_run: Path, method: str) -> None:
+    """Training on cached feature-encoder outputs is exact: same loss and logits as the model on raw audio."""
+    from asrflow.batching import collate
+    from asrflow.features import ConvCachedTask
+    from asrflow.model import AudioTask
+
+    base = resolve_base(tiny_run / "data/models/base")
+    vocab = read_json(tiny_run / "data/processed/folds/fold0/vocab.json")
+    processor = make_processor(vocab)
+    model = methods.get(method).prepare(base, vocab, {"mask_time_prob": 0.0}, {}, "sw").eval()
+    utts = read_manifest(tiny_run / "data/processed/folds/fold0/train.csv")[:3]
+    clips = load_clips(utts, lambda text: processor.tokenizer(text).input_ids)
+    cached = ConvCachedTask(model, processor)
+    features = cached.prepare(clips)
+    with torch.inference_mode():
+        assert torch.allclose(cached.loss(features), AudioTask(model, processor).loss(clips), atol=1e-5)
+    assert cached.transcribe(features, 30) == AudioTask(model, processor).transcribe(clips, 30)
+    assert any(p.requires_grad for p in model.parameters())
+    assert "_Lookup" not in repr(model), "the feature encoder is restored after each call"

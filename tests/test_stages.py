@@ -7,16 +7,16 @@ import pytest
 import soundfile as sf
 
 from asrflow import config
-from asrflow.audio import AudioError, resample
+from asrflow.audio import resample
 from asrflow.augment import augment
 from asrflow.folds import FoldError, split, write_folds
 from asrflow.io import read_json
-from asrflow.manifest import ManifestError, Utterance, read_manifest, write_manifest
+from asrflow.manifest import BadItemError, ManifestError, Rejects, Utterance, read_manifest, write_manifest
 from asrflow.text import normalise, normalise_all
 from asrflow.train import training_set
 
 TEXT = {"unicode": "NFC", "lowercase": True, "remove": ",.?[]^-\\"}
-AUDIO = {"sample_rate": 16000, "min_seconds": 0.3, "max_seconds": 20.0}
+AUDIO = {"sample_rate": 16000, "min_seconds": 0.3, "max_seconds": 20.0, "on_bad_audio": "error", "too_long": "reject"}
 
 
 def tone(seconds: float, rate: int, channels: int = 1) -> np.ndarray:
@@ -84,8 +84,9 @@ def test_normalisation_composes_lowercases_and_removes_literally() -> None:
 
 
 def test_transcript_empty_after_normalisation_names_the_row() -> None:
-    with pytest.raises(ManifestError, match=r"metadata\.csv:7: transcript '\?\.' is empty after normalisation"):
-        normalise_all([Utterance("a", "x", "s", "?.", 1.0, origin="metadata.csv:7")], TEXT)
+    with pytest.raises(BadItemError, match=r"metadata\.csv:7: transcript '\?\.' is empty after normalisation"):
+        normalise_all([Utterance("a", "x", "s", "?.", 1.0, origin="metadata.csv:7")], TEXT,
+                      Rejects("normalize", "error"))
 
 
 # --- folds -----------------------------------------------------------------------------------------------------
@@ -154,6 +155,8 @@ def test_split_is_deterministic_and_written_atomically(tmp_path) -> None:
 @pytest.mark.parametrize("rate,channels,fmt,subtype", [
     (44100, 2, "WAV", "PCM_24"), (8000, 1, "WAV", "PCM_U8"), (48000, 1, "WAV", "FLOAT"),
     (22050, 2, "FLAC", "PCM_16"), (32000, 1, "OGG", "VORBIS"), (16000, 1, "WAV", "PCM_16"),
+    (44100, 2, "MP3", "MPEG_LAYER_III"), (24000, 1, "MP3", "MPEG_LAYER_III"), (96000, 2, "FLAC", "PCM_24"),
+    (11025, 1, "WAV", "DOUBLE"),
 ])
 def test_resample_decodes_any_format_to_16k_mono(tmp_path, rate, channels, fmt, subtype) -> None:
     path = tmp_path / f"clip.{fmt.lower()}"
@@ -181,7 +184,8 @@ def test_resample_rejects_out_of_range_clips_and_keeps_count(tmp_path) -> None:
 def test_undecodable_audio_names_file_and_row(tmp_path) -> None:
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF0000WAVEjunk")
-    with pytest.raises(AudioError, match=r"bad\.wav: cannot decode audio .*\[manifest row metadata\.csv:9\]"):
+    with pytest.raises(BadItemError, match=r"^metadata\.csv:9: cannot decode audio .*\[.*bad\.wav\]; stopped because "
+                                           r"audio\.on_bad_audio is 'error'"):
         resample([Utterance("b", str(bad), "s", "a", origin="metadata.csv:9")], tmp_path / "out", AUDIO, cores=1)
     assert not (tmp_path / "out").exists(), "a failed stage leaves no output"
 

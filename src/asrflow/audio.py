@@ -1,14 +1,19 @@
 """The `resample` stage: decode any libsndfile format, downmix to mono, resample to 16 kHz with soxr, write 16-bit wav.
 
-Clips outside [audio.min_seconds, audio.max_seconds] are listed in rejects.csv with the reason, never silently dropped:
-kept + rejected = input, always.
+Every input utterance is kept or listed in rejects.csv with the reason, never silently dropped: kept + rejected =
+input, always (a split clip counts as its pieces). Audio that cannot be decoded, is truncated or holds NaN/inf samples
+follows `audio.on_bad_audio` (stop at the first, or list it). Clips outside [audio.min_seconds, audio.max_seconds]
+are always listed. A clip over max_seconds is rejected, or with `audio.too_long: split` cut at its longest pauses into
+one piece per transcript line: one transcript cannot be divided honestly without an alignment, so only a transcript
+written as one line per phrase is split, and only when the recording has at least that many pauses.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import dataclasses
 import logging
+import re
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -19,14 +24,37 @@ from tqdm import tqdm
 
 from asrflow import config
 from asrflow.io import atomic_path
-from asrflow.manifest import ManifestError, Utterance, read_manifest, write_manifest
+from asrflow.manifest import ManifestError, Rejects, Utterance, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 TARGET_RATE = 16000
+# Lengths a container states can be estimates (VBR mp3): only a shortfall beyond this fraction is truncation.
+TRUNCATION_TOLERANCE = 0.01
+# libsndfile's header log of a wav whose data chunk is shorter than declared: `data : 64000 (should be 31978)`.
+DATA_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M)
+STREAMED_SIZES = {0xFFFFFFFF, 0x7FFFFFFF}  # written before the length was known: not a truncation
+# A pause: 20 ms frames at least 35 dB below the clip's loudest frame, for at least 0.3 s.
+FRAME_SECONDS, PAUSE_DB, MIN_PAUSE_SECONDS = 0.02, -35.0, 0.3
 
 
 class AudioError(ManifestError):
-    """An audio file that cannot be decoded; the message names the file and the manifest row."""
+    """An audio file that cannot be used; the message names the file and why."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.reason = reason
+
+
+def truncation(header_log: str, decoded: int, expected: int) -> str:
+    """Why the file looks cut short ('' if it does not)."""
+    if decoded < expected * (1 - TRUNCATION_TOLERANCE):
+        return f"truncated: decoded {decoded} of the {expected} frames its header declares"
+    match = DATA_CHUNK.search(header_log)
+    if match:
+        declared, present = map(int, match.groups())
+        if declared not in STREAMED_SIZES and declared > present * (1 + TRUNCATION_TOLERANCE):
+            return f"truncated: its header declares {declared} bytes of audio, the file holds {present}"
+    return ""
 
 
 def load_mono(path: str | Path, rate: int = TARGET_RATE, start: float | None = None,
@@ -35,11 +63,17 @@ def load_mono(path: str | Path, rate: int = TARGET_RATE, start: float | None = N
     try:
         info = sf.info(str(path))
         first = int(round((start or 0.0) * info.samplerate))
-        last = int(round(end * info.samplerate)) if end is not None else -1
-        data, native_rate = sf.read(str(path), start=first, stop=None if last < 0 else last,
-                                    dtype="float32", always_2d=True)
+        last = int(round(end * info.samplerate)) if end is not None else info.frames
+        if first >= info.frames or last > info.frames:
+            raise AudioError(path, f"segment {start}–{end} s lies beyond the recording's end ({info.duration:.2f} s)")
+        data, native_rate = sf.read(str(path), start=first, stop=last, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as error:
-        raise AudioError(f"{path}: cannot decode audio ({error})") from None
+        raise AudioError(path, f"cannot decode audio ({error})") from None
+    reason = truncation(info.extra_info, len(data), last - first)
+    if reason:
+        raise AudioError(path, reason)
+    if not np.isfinite(data).all():
+        raise AudioError(path, "holds NaN or infinite samples")
     mono = data.mean(axis=1)
     if native_rate != rate:
         mono = soxr.resample(mono, native_rate, rate, quality="HQ")
@@ -55,18 +89,8 @@ def read_wav(path: str | Path) -> np.ndarray:
     """Read a 16 kHz mono wav written by this pipeline."""
     samples, rate = sf.read(str(path), dtype="float32")
     if rate != TARGET_RATE or samples.ndim != 1:
-        raise AudioError(f"{path}: expected 16 kHz mono, got {rate} Hz with shape {samples.shape}; run resample")
+        raise AudioError(path, f"expected 16 kHz mono, got {rate} Hz with shape {samples.shape}; run resample")
     return samples
-
-
-def _resample_one(job: tuple[Utterance, str]) -> tuple[Utterance, float]:
-    utt, out_path = job
-    try:
-        samples = load_mono(utt.audio, TARGET_RATE, utt.start, utt.end)
-    except AudioError as error:
-        raise AudioError(f"{error} [manifest row {utt.origin or utt.utt_id}]") from None
-    write_wav(Path(out_path), samples)
-    return utt, len(samples) / TARGET_RATE
 
 
 def rejection(seconds: float, min_seconds: float, max_seconds: float) -> str:
@@ -77,32 +101,90 @@ def rejection(seconds: float, min_seconds: float, max_seconds: float) -> str:
     return ""
 
 
-def write_rejects(path: Path, rejects: list[tuple[Utterance, str]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["utt_id", "audio", "origin", "reason"])
-        for utt, reason in rejects:
-            writer.writerow([utt.utt_id, utt.audio, utt.origin, reason])
+def find_pauses(samples: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) sample of every pause inside the clip (leading and trailing silence are not pauses)."""
+    frame = int(FRAME_SECONDS * TARGET_RATE)
+    n_frames = len(samples) // frame
+    rms = np.sqrt(np.mean(samples[: n_frames * frame].reshape(n_frames, frame) ** 2, axis=1))
+    silent = rms < rms.max() * 10 ** (PAUSE_DB / 20)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], silent.astype(int), [0]])))
+    runs = [(a, b) for a, b in zip(edges[::2], edges[1::2]) if a > 0 and b < n_frames]
+    return [(a * frame, b * frame) for a, b in runs if (b - a) * FRAME_SECONDS >= MIN_PAUSE_SECONDS]
+
+
+def pause_cuts(samples: np.ndarray, n_cuts: int) -> tuple[list[int], str]:
+    """Cut points in the middle of the `n_cuts` longest pauses, in time order; or why there are none."""
+    if n_cuts < 1:
+        return [], ("its transcript is one line, and one transcript cannot be divided without an alignment "
+                    "(write one line per spoken phrase to split it)")
+    pauses = find_pauses(samples)
+    if len(pauses) < n_cuts:
+        return [], f"{len(pauses)} pause(s) found for its {n_cuts + 1} transcript lines"
+    longest = sorted(sorted(pauses, key=lambda p: p[1] - p[0], reverse=True)[:n_cuts])
+    return [(a + b) // 2 for a, b in longest], ""
+
+
+def pieces(utt: Utterance, samples: np.ndarray, audio_cfg: dict) -> list[tuple[Utterance, np.ndarray, str]]:
+    """(utterance, samples, why rejected) for the clip itself, or for each piece of a too-long clip split at pauses."""
+    too_long = rejection(len(samples) / TARGET_RATE, 0.0, audio_cfg["max_seconds"])
+    if not too_long or audio_cfg["too_long"] != "split":
+        return [(utt, samples, "")]
+    lines = [line.strip() for line in utt.text.splitlines() if line.strip()]
+    cuts, why_not = pause_cuts(samples, len(lines) - 1)
+    if why_not:
+        return [(utt, samples, f"{too_long}; not split: {why_not}")]
+    bounds = [0, *cuts, len(samples)]
+    return [(utt.replace(utt_id=f"{utt.utt_id}_{i}", text=line, origin=f"{utt.origin} line {i}"), samples[a:b], "")
+            for i, (line, a, b) in enumerate(zip(lines, bounds, bounds[1:]), start=1)]
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What became of one input utterance: kept pieces, dropped pieces with reasons, or why it is broken."""
+
+    source: Utterance
+    kept: list[Utterance]
+    dropped: list[tuple[Utterance, str]]
+    broken: str = ""
+
+
+def _resample_one(job: tuple[Utterance, Path, Path, dict]) -> Outcome:
+    utt, tmp_wav, final_wav, audio_cfg = job
+    try:
+        samples = load_mono(utt.audio, TARGET_RATE, utt.start, utt.end)
+    except AudioError as error:
+        return Outcome(utt, [], [], error.reason)
+    outcome = Outcome(utt, [], [])
+    for piece, piece_samples, reason in pieces(utt, samples, audio_cfg):
+        seconds = len(piece_samples) / TARGET_RATE
+        reason = reason or rejection(seconds, audio_cfg["min_seconds"], audio_cfg["max_seconds"])
+        if reason:
+            outcome.dropped.append((piece, reason))
+            continue
+        write_wav(tmp_wav / f"{piece.utt_id}.wav", piece_samples)
+        outcome.kept.append(piece.replace(audio=str(final_wav / f"{piece.utt_id}.wav"), duration=seconds,
+                                          start=None, end=None))
+    return outcome
 
 
 def resample(utterances: list[Utterance], out_dir: Path, audio_cfg: dict, cores: int) -> None:
+    rejects = Rejects("resample", audio_cfg["on_bad_audio"])
     with atomic_path(out_dir) as tmp:
-        jobs = [(u, str(tmp / "wav" / f"{u.utt_id}.wav")) for u in utterances]
-        kept, rejects = [], []
+        (tmp / "wav").mkdir(parents=True)
+        jobs = [(u, tmp / "wav", out_dir / "wav", audio_cfg) for u in utterances]
+        kept: list[Utterance] = []
         with Pool(max(1, cores)) as pool:
-            results = pool.imap(_resample_one, jobs, chunksize=8)
-            for utt, seconds in tqdm(results, total=len(jobs), desc="resample", unit="utt"):
-                reason = rejection(seconds, audio_cfg["min_seconds"], audio_cfg["max_seconds"])
-                if reason:
-                    rejects.append((utt, reason))
-                    (tmp / "wav" / f"{utt.utt_id}.wav").unlink()
-                    continue
-                final = out_dir / "wav" / f"{utt.utt_id}.wav"
-                kept.append(utt.replace(audio=str(final), duration=seconds, start=None, end=None))
+            for outcome in tqdm(pool.imap(_resample_one, jobs, chunksize=8), total=len(jobs), desc="resample",
+                                unit="utt"):
+                if outcome.broken:
+                    rejects.bad(outcome.source, outcome.broken)
+                kept += outcome.kept
+                for piece, reason in outcome.dropped:
+                    rejects.drop(piece, reason)
         write_manifest(tmp / "manifest.csv", kept)
-        write_rejects(tmp / "rejects.csv", rejects)
+        rejects.write(tmp / "rejects.csv")
     log.info("resampled %d utterances to %d Hz mono (%.1f min); rejected %d (see %s)", len(kept), TARGET_RATE,
-             sum(u.duration for u in kept) / 60, len(rejects), out_dir / "rejects.csv")
+             sum(u.duration for u in kept) / 60, len(rejects.items), out_dir / "rejects.csv")
 
 
 def run_cli(args: argparse.Namespace) -> None:

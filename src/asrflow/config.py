@@ -13,28 +13,35 @@ from typing import Any
 import jsonschema
 import yaml
 
+from asrflow.errors import AsrflowError
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "params.schema.yaml"
 METHOD_PLACEHOLDER = "{method}"
 
 TRAIN_COMMON = ["train.seed", "train.max_epochs", "train.patience", "train.batch_seconds", "train.warmup_steps",
-                "train.grad_clip"]
+                "train.grad_clip", "train.processes"]
 
 STAGE_PARAMS: dict[str, list[str]] = {
     "demo": ["corpus.demo"],
-    "import": ["corpus.format", "corpus.path"],
+    "import": ["corpus.format", "corpus.path", "corpus.commonvoice", "corpus.elan", "audio.on_bad_audio"],
     "resample": ["audio"],
-    "normalize": ["text"],
+    "normalize": ["text", "audio.on_bad_audio"],
     "split": ["folds"],
     "augment": ["augment.speed"],
     "pretrain": ["model"],
     "train": [*TRAIN_COMMON, f"train.{METHOD_PLACEHOLDER}", "augment.mask_time_prob", "augment.mask_time_length",
               "corpus.language"],
-    "evaluate": ["evaluate"],
+    "lm": ["decode.beam", "decode.lm_order"],
+    "evaluate": ["evaluate", "decode.beam", "decode.alpha", "decode.beta", "decode.beam_width"],
     "report": ["methods", "folds.k"],
+    # The released method is chosen at run time (`best`), so every method's train settings count.
+    "release": ["release", "train", "augment.mask_time_prob", "augment.mask_time_length", "corpus.language",
+                "corpus.name"],
+    "data_report": ["folds.k"],
 }
 
 
-class ParamsError(ValueError):
+class ParamsError(AsrflowError):
     """params.yaml is invalid; the message names the key, what is wrong and what is allowed."""
 
 
@@ -68,6 +75,9 @@ def validate(params: dict[str, Any], source: str = "params.yaml") -> dict[str, A
     if not errors and params["folds"]["ids"] != list(range(params["folds"]["k"])):
         problems.append(f"folds.ids: must be {list(range(params['folds']['k']))} for folds.k="
                         f"{params['folds']['k']} (dvc.yaml's matrix iterates it), got {params['folds']['ids']}")
+    if not errors and params["release"]["method"] not in ["best", *params["methods"]]:
+        problems.append(f"release.method: {params['release']['method']!r} is not in methods {params['methods']}; the "
+                        f"release refits a method cross-validation scored: one of those, or `best`")
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise ParamsError(f"{source} is invalid:\n{lines}")
@@ -78,8 +88,11 @@ def load_all(path: str | Path = "params.yaml") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: not found; run from the project root or pass --params")
-    with path.open(encoding="utf-8") as handle:
-        params = yaml.safe_load(handle) or {}
+    try:
+        # safe_load: a params file builds plain data only, never Python objects (no `!!python/...` tags).
+        params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ParamsError(f"{path}: not readable YAML ({error})") from None
     return validate(params, str(path))
 
 

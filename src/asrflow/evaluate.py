@@ -1,7 +1,12 @@
 """The `evaluate` stage: transcribe a fold's test speakers with the fold's trained model, score CER/WER overall, per
 speaker and per utterance, and publish the model folder with a Hugging Face model card.
 
-Output folder (`--out`): metrics.json, hypotheses.csv (utt_id, speaker, reference, hypothesis, cer), speakers.csv.
+Greedy CTC decoding always; with `decode.beam`, also beam search with the fold's n-gram LM (`asrflow lm`, built from
+the fold's training text), its alpha/beta chosen by CER on the fold's dev speakers: both are reported side by side.
+
+Output folder (`--out`): metrics.json (`cer`, `wer`; with the LM also `cer_lm`, `wer_lm`, `lm_alpha`, `lm_beta`,
+`dev_cer_lm`), hypotheses.csv (utt_id, speaker, reference, hypothesis, cer[, hypothesis_lm, cer_lm]), speakers.csv,
+and with the LM lm_tuning.csv (dev CER/WER of every alpha/beta pair tried, best first).
 Published folder (`--publish`): the model files (hard links, no copy) + README.md with a `model-index` block.
 """
 
@@ -13,6 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import yaml
@@ -20,31 +26,57 @@ from transformers import Wav2Vec2Processor
 
 from asrflow import config, methods
 from asrflow.batching import load_clips
+from asrflow.decode import beam_decode, frame_logits, greedy_transcripts, lm_decoder, tune
 from asrflow.io import atomic_path, read_json, write_json
-from asrflow.manifest import read_manifest
-from asrflow.model import transcribe_clips
+from asrflow.manifest import Utterance, read_manifest
 from asrflow.train import error_rates
 
 log = logging.getLogger(__name__)
 
 
+# Hypothesis column → suffix of its scores: greedy (`cer`, `wer`) and, when decoded, LM beam search (`cer_lm`, …).
+DECODINGS = {"hypothesis": "", "hypothesis_lm": "_lm"}
+
+
 def score(rows: pd.DataFrame) -> dict:
-    cer, wer = error_rates(rows["reference"].tolist(), rows["hypothesis"].tolist())
-    return {"cer": round(cer, 5), "wer": round(wer, 5), "n_utts": len(rows)}
+    """CER/WER of every decoding the rows hold."""
+    scores = {}
+    for column, suffix in DECODINGS.items():
+        if column in rows:
+            cer, wer = error_rates(rows["reference"].tolist(), rows[column].tolist())
+            scores |= {f"cer{suffix}": round(cer, 5), f"wer{suffix}": round(wer, 5)}
+    return {**scores, "n_utts": len(rows)}
+
+
+def utterance_cer(rows: pd.DataFrame, column: str) -> list[float]:
+    return [round(error_rates([r], [h])[0], 5) for r, h in zip(rows["reference"], rows[column])]
 
 
 def per_speaker(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{"speaker": s, **score(group)} for s, group in rows.groupby("speaker", sort=True)])
 
 
+def score_rows(metrics: dict) -> str:
+    """The card's test-score rows: greedy, and LM beam search if evaluation did it (the LM is not published)."""
+    rows = [f"| test CER / WER (greedy) | {metrics['cer']:.4f} / {metrics['wer']:.4f} on {metrics['n_utts']} "
+            f"utterances |"]
+    if "cer_lm" in metrics:
+        rows.append(f"| test CER / WER with the fold's word n-gram LM (beam search; LM not included here) | "
+                    f"{metrics['cer_lm']:.4f} / {metrics['wer_lm']:.4f} (alpha {metrics['lm_alpha']:g}, beta "
+                    f"{metrics['lm_beta']:g}, tuned on the dev speakers) |")
+    return "\n".join(rows)
+
+
 def model_card(info: dict, metrics: dict) -> str:
     name = f"asrflow-{info['method']}-fold{info['fold']}"
+    lm_metrics = [{"type": kind, "value": metrics[f"{kind}_lm"], "name": f"Test {kind.upper()} (n-gram LM)"}
+                  for kind in ("cer", "wer") if f"{kind}_lm" in metrics]
     index = [{"name": name, "results": [{
         "task": {"type": "automatic-speech-recognition", "name": "Speech Recognition"},
         "dataset": {"type": "asrflow-corpus", "name": f"{info['language']} corpus, fold {info['fold']} test speakers",
                     "split": "test", "args": {"speakers": metrics["test_speakers"]}},
         "metrics": [{"type": "cer", "value": metrics["cer"], "name": "Test CER (greedy)"},
-                    {"type": "wer", "value": metrics["wer"], "name": "Test WER (greedy)"}]}]}]
+                    {"type": "wer", "value": metrics["wer"], "name": "Test WER (greedy)"}, *lm_metrics]}]}]
     header = {"language": [info["language"]], "tags": ["automatic-speech-recognition", "wav2vec2", "asrflow",
                                                         info["method"]],
               "base_model": info["base"], "library_name": "transformers", "pipeline_tag":
@@ -61,8 +93,8 @@ A wav2vec2 CTC model for `{info['language']}` made by [asrflow](https://example.
 | | |
 |---|---|
 | test speakers (never seen in training) | {', '.join(metrics['test_speakers'])} |
-| dev speakers (early stopping) | {', '.join(metrics['dev_speakers'])} |
-| test CER / WER (greedy) | {metrics['cer']:.4f} / {metrics['wer']:.4f} on {metrics['n_utts']} utterances |
+| dev speakers (early stopping; LM weights) | {', '.join(metrics['dev_speakers'])} |
+{score_rows(metrics)}
 | dev CER at the best epoch | {info['dev_cer']:.4f} (epoch {info['best_epoch']} of {info['epochs_run']}) |
 | training audio | {info['train_audio_seconds'] / 60:.1f} min (speed-perturbed copies included) |
 | trainable / total parameters | {info['trainable_params']:,} / {info['total_params']:,} |
@@ -93,37 +125,65 @@ def publish(model_dir: Path, publish_dir: Path, card: str) -> None:
             target = tmp / item.relative_to(model_dir)
             if item.is_dir():
                 target.mkdir()
-            elif item.name != "README.md":
+            # Hidden files are engine bookkeeping, not model files: a hard-linked .snakemake_timestamp would make
+            # Snakemake's touch of this output move the checkpoint's (input's) mtime too.
+            elif item.name != "README.md" and not item.name.startswith("."):
                 _link_or_copy(item, target)
         (tmp / "README.md").write_text(card, encoding="utf-8")
 
 
-def evaluate(fold_dir: Path, model_dir: Path, method_name: str, eval_cfg: dict, out_dir: Path,
-             publish_dir: Path) -> dict:
+def logits_of(model: torch.nn.Module, utterances: list[Utterance], eval_cfg: dict) -> list[np.ndarray]:
+    return frame_logits(model, load_clips(utterances, lambda text: []), eval_cfg["batch_seconds"])
+
+
+def tune_and_decode(model: torch.nn.Module, processor: Wav2Vec2Processor, fold_dir: Path, lm_dir: Path,
+                    test_logits: list[np.ndarray], eval_cfg: dict, decode_cfg: dict) -> tuple[pd.DataFrame, list[str]]:
+    """The alpha/beta grid scored on the fold's dev speakers, and the test transcripts with the best pair."""
+    decoder = lm_decoder(processor.tokenizer, lm_dir)
+    dev = read_manifest(fold_dir / "dev.csv")
+    grid = tune(decoder, logits_of(model, dev, eval_cfg), [u.text for u in dev], decode_cfg)
+    return grid, beam_decode(decoder, test_logits, decode_cfg["beam_width"])
+
+
+def evaluate(fold_dir: Path, model_dir: Path, method_name: str, eval_cfg: dict, decode_cfg: dict, lm_dir: Path,
+             out_dir: Path, publish_dir: Path) -> dict:
     info = read_json(model_dir / "training.json")
     processor = Wav2Vec2Processor.from_pretrained(model_dir)
     model = methods.get(method_name).load(model_dir, info["language"])
     utterances = read_manifest(fold_dir / "test.csv")
-    clips = load_clips(utterances, lambda text: [])
-    hypotheses = transcribe_clips(model, clips, processor, eval_cfg["batch_seconds"])
+    logits = logits_of(model, utterances, eval_cfg)  # once, for greedy and LM decoding alike
     rows = pd.DataFrame({"utt_id": [u.utt_id for u in utterances], "speaker": [u.speaker for u in utterances],
-                         "reference": [u.text for u in utterances], "hypothesis": hypotheses})
-    rows["cer"] = [round(error_rates([r], [h])[0], 5) for r, h in zip(rows["reference"], rows["hypothesis"])]
+                         "reference": [u.text for u in utterances],
+                         "hypothesis": greedy_transcripts(logits, processor)})
+    rows["cer"] = utterance_cer(rows, "hypothesis")
+    if decode_cfg["beam"]:
+        grid, rows["hypothesis_lm"] = tune_and_decode(model, processor, fold_dir, lm_dir, logits, eval_cfg,
+                                                      decode_cfg)
+        rows["cer_lm"] = utterance_cer(rows, "hypothesis_lm")
     speakers = read_json(fold_dir.parent / "folds.json")[fold_dir.name]["speakers"]
     metrics = {**{k: info[k] for k in ("method", "fold", "trainable_params", "total_params", "train_seconds",
                                        "train_audio_seconds", "best_epoch", "dev_cer")},
                **score(rows), "test_speakers": speakers["test"], "dev_speakers": speakers["dev"]}
+    if decode_cfg["beam"]:
+        metrics |= {"lm_alpha": float(grid.at[0, "alpha"]), "lm_beta": float(grid.at[0, "beta"]),
+                    "dev_cer_lm": float(grid.at[0, "dev_cer"])}
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         rows.to_csv(tmp / "hypotheses.csv", index=False)
         per_speaker(rows).to_csv(tmp / "speakers.csv", index=False)
+        if decode_cfg["beam"]:
+            grid.to_csv(tmp / "lm_tuning.csv", index=False)
         write_json(tmp / "metrics.json", metrics)
     publish(model_dir, publish_dir, model_card(info, metrics))
     log.info("%s fold %d: test CER %.4f, WER %.4f on %d utterances of %s", method_name, info["fold"], metrics["cer"],
              metrics["wer"], metrics["n_utts"], ", ".join(speakers["test"]))
+    if decode_cfg["beam"]:
+        log.info("with the fold's n-gram LM (alpha %g, beta %g, dev CER %.4f): test CER %.4f, WER %.4f",
+                 metrics["lm_alpha"], metrics["lm_beta"], metrics["dev_cer_lm"], metrics["cer_lm"], metrics["wer_lm"])
     return metrics
 
 
 def run_cli(args: argparse.Namespace) -> None:
-    eval_cfg = config.load_stage(args.params, "evaluate")["evaluate"]
-    evaluate(args.folds / f"fold{args.fold}", args.model, args.method, eval_cfg, args.out, args.publish)
+    params = config.load_stage(args.params, "evaluate")
+    evaluate(args.folds / f"fold{args.fold}", args.model, args.method, params["evaluate"], params["decode"], args.lm,
+             args.out, args.publish)

@@ -24,11 +24,13 @@ import dataclasses
 import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
+from asrflow.errors import AsrflowError
 from asrflow.io import atomic_path
 
 
-class ManifestError(ValueError):
+class ManifestError(AsrflowError):
     """A manifest that is missing, malformed, or inconsistent; the message names the file, the row and the fix."""
 
 
@@ -110,3 +112,70 @@ def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> None:
 
 def total_seconds(utterances: Iterable[Utterance]) -> float:
     return float(sum(u.duration or 0.0 for u in utterances))
+
+
+# --- rejects: every item a stage leaves out, with the reason (kept + rejected = input) ---------------------------
+
+REJECT_COLUMNS = ["stage", "utt_id", "audio", "origin", "reason"]
+
+
+class BadItemError(ManifestError):
+    """A broken input item (undecodable audio, missing file, empty transcript…) under `audio.on_bad_audio: error`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejected:
+    stage: str
+    utt_id: str
+    audio: str
+    origin: str
+    reason: str
+
+
+class Item(Protocol):
+    """What a rejects row names: an Utterance, or an importer's row before it becomes one."""
+
+    utt_id: str
+    audio: str
+    origin: str
+
+
+class Rejects:
+    """The items one stage leaves out.
+
+    `bad` is for broken items and follows `audio.on_bad_audio`: `error` stops at the first one, with a message naming
+    its row, its file and the reason; `skip` lists it and goes on. `drop` is for items a setting excludes on purpose
+    (e.g. longer than audio.max_seconds): always listed, never an error.
+    """
+
+    def __init__(self, stage: str, on_bad: str) -> None:
+        self.stage, self.on_bad = stage, on_bad
+        self.items: list[Rejected] = []
+
+    def bad(self, item: Item, reason: str) -> None:
+        if self.on_bad == "error":
+            raise BadItemError(f"{item.origin or item.utt_id}: {reason} [{item.audio or 'no audio file'}]; stopped "
+                               f"because audio.on_bad_audio is 'error': fix this item, or set audio.on_bad_audio: "
+                               f"skip to list every bad item in the {self.stage} stage's rejects file and go on")
+        self.drop(item, reason)
+
+    def drop(self, item: Item, reason: str) -> None:
+        self.items.append(Rejected(self.stage, item.utt_id, item.audio, item.origin, reason))
+
+    def write(self, path: str | Path) -> None:
+        with atomic_path(path) as tmp:
+            with tmp.open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(REJECT_COLUMNS)
+                writer.writerows([getattr(r, c) for c in REJECT_COLUMNS] for r in self.items)
+
+
+def read_rejects(path: str | Path) -> list[Rejected]:
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: rejects file not found; run the stage that writes it first")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames != REJECT_COLUMNS:
+            raise ManifestError(f"{path}: columns {reader.fieldnames}, expected {REJECT_COLUMNS}")
+        return [Rejected(**row) for row in reader]

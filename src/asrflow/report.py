@@ -23,6 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from asrflow.config import load_stage
+from asrflow.errors import AsrflowError
 from asrflow.io import atomic_path, read_json, write_text
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ LM_METRICS = ["cer_lm", "wer_lm"]
 DECIMALS = 4
 
 
-class MetricsError(ValueError):
+class MetricsError(AsrflowError):
     """A metrics.json that is missing or does not belong where it lies; the message names the file and the fix."""
 
 
@@ -130,21 +131,23 @@ def summary_markdown(summary: pd.DataFrame, folds: pd.DataFrame, k: int) -> str:
 
 def summary_figure(summary: pd.DataFrame, folds: pd.DataFrame) -> Figure:
     """CER per method: a bar at the mean, an error bar of one std, and each fold's CER as a point."""
-    fig = Figure(figsize=(max(4.0, 1.4 * len(summary) + 2), 4), layout="constrained")
+    fig = Figure(figsize=(max(6.0, 1.4 * len(summary) + 2), 4.5), layout="constrained")
     FigureCanvasAgg(fig)  # render with Agg: no display, no pyplot global state
     ax = fig.add_subplot()
     x = range(len(summary))
-    ax.bar(x, 100 * summary["cer_mean"], yerr=100 * summary["cer_std"], capsize=6, width=0.6,
-           color="tab:blue", alpha=0.6, label="mean ± std over folds")
+    ax.bar(x, 100 * summary["cer_mean"], yerr=100 * summary["cer_std"], capsize=6, width=0.6, color="tab:blue",
+           alpha=0.6, error_kw={"ecolor": "dimgray"}, label="mean ± std over folds")
     for i, method in enumerate(summary["method"]):
         cer = 100 * folds.loc[folds["method"] == method, "cer"]
-        ax.scatter([i] * len(cer), cer, color="black", s=18, zorder=3, label="one fold" if i == 0 else None)
+        # Beside the error bar rather than on it, so points and bar stay distinguishable.
+        ax.scatter([i + 0.15] * len(cer), cer, color="black", s=18, zorder=3, label="one fold" if i == 0 else None)
     ax.set_xticks(list(x), list(summary["method"]))
+    ax.set_xlim(-0.75, len(summary) - 0.25)  # a lone method keeps a normal bar width
     ax.set_xlabel("method")
     ax.set_ylabel("CER on unseen test speakers (%)")
     ax.set_ylim(bottom=0)
     ax.set_title(f"Speaker-independent CER ({summary['n_folds'].iloc[0]}-fold cross-validation)")
-    ax.legend(loc="upper right", fontsize="small")
+    fig.legend(loc="outside lower center", ncols=2, fontsize="small")  # outside: never hides a point
     ax.grid(axis="y", alpha=0.3)
     return fig
 

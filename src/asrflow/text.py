@@ -11,7 +11,7 @@ import logging
 import unicodedata
 
 from asrflow import config
-from asrflow.manifest import ManifestError, Utterance, read_manifest, write_manifest
+from asrflow.manifest import Rejects, Utterance, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -26,20 +26,25 @@ def normalise(text: str, text_cfg: dict) -> str:
     return " ".join(text.split())
 
 
-def normalise_all(utterances: list[Utterance], text_cfg: dict) -> list[Utterance]:
+def normalise_all(utterances: list[Utterance], text_cfg: dict, rejects: Rejects) -> list[Utterance]:
+    """Normalised utterances; one whose transcript is left empty is a bad item (see audio.on_bad_audio)."""
     result = []
     for utt in utterances:
         clean = normalise(utt.text, text_cfg)
         if not clean:
-            raise ManifestError(f"{utt.origin or utt.utt_id}: transcript {utt.text!r} is empty after normalisation; "
-                                f"fix the transcript or the text.remove setting")
+            rejects.bad(utt, f"transcript {utt.text!r} is empty after normalisation; fix the transcript or the "
+                             f"text.remove setting")
+            continue
         result.append(utt.replace(text=clean))
     return result
 
 
 def run_cli(args: argparse.Namespace) -> None:
-    text_cfg = config.load_stage(args.params, "normalize")["text"]
-    utterances = normalise_all(read_manifest(args.manifest), text_cfg)
+    params = config.load_stage(args.params, "normalize")
+    rejects = Rejects("normalize", params["audio"]["on_bad_audio"])
+    utterances = normalise_all(read_manifest(args.manifest), params["text"], rejects)
     write_manifest(args.out, utterances)
+    rejects.write(args.rejects)
     chars = sorted({ch for u in utterances for ch in u.text})
-    log.info("normalised %d transcripts; %d distinct characters: %s", len(utterances), len(chars), "".join(chars))
+    log.info("normalised %d transcripts; %d distinct characters: %s; rejected %d (see %s)", len(utterances),
+             len(chars), "".join(chars), len(rejects.items), args.rejects)

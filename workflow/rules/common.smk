@@ -11,25 +11,36 @@ from snakemake.exceptions import WorkflowError
 import asrflow.config as asrflow_config
 
 # Code each stage runs: its own module plus every asrflow module it imports, directly or not (a folder stands for
-# every .py file in it). Left out on purpose: config.py (what a stage reads from params.yaml is tracked as params),
+# every .py file in it). Left out on purpose: config.py (what a stage reads from params.yaml is tracked as params), errors.py,
 # io.py (atomic writes never change content) and cli.py (argument plumbing). dvc.yaml's `deps:` list the same paths;
 # tests/test_engines.py checks both against the modules each stage really imports.
 CODE = {
     "demo": ["src/asrflow/corpus/demo.py"],
-    "import": ["src/asrflow/corpus/__init__.py", "src/asrflow/corpus/audiofolder.py", "src/asrflow/corpus/paths.py",
-               "src/asrflow/manifest.py"],
+    "import": ["src/asrflow/corpus/__init__.py", "src/asrflow/corpus/audiofolder.py",
+               "src/asrflow/corpus/commonvoice.py", "src/asrflow/corpus/kaldi.py", "src/asrflow/corpus/elan.py",
+               "src/asrflow/corpus/entries.py", "src/asrflow/corpus/paths.py", "src/asrflow/manifest.py"],
     "resample": ["src/asrflow/audio.py", "src/asrflow/manifest.py"],
     "normalize": ["src/asrflow/text.py", "src/asrflow/manifest.py"],
     "split": ["src/asrflow/folds.py", "src/asrflow/manifest.py"],
     "augment": ["src/asrflow/augment.py", "src/asrflow/audio.py", "src/asrflow/manifest.py"],
     "pretrain": ["src/asrflow/pretrain.py", "src/asrflow/train.py", "src/asrflow/model.py", "src/asrflow/batching.py",
                  "src/asrflow/methods", "src/asrflow/audio.py", "src/asrflow/text.py", "src/asrflow/folds.py",
-                 "src/asrflow/corpus/audiofolder.py", "src/asrflow/corpus/paths.py", "src/asrflow/manifest.py"],
+                 "src/asrflow/corpus/audiofolder.py", "src/asrflow/corpus/entries.py", "src/asrflow/corpus/paths.py",
+                 "src/asrflow/manifest.py", "src/asrflow/features.py", "src/asrflow/resume.py",
+                 "src/asrflow/distributed.py"],
     "train": ["src/asrflow/train.py", "src/asrflow/model.py", "src/asrflow/batching.py", "src/asrflow/methods",
-              "src/asrflow/audio.py", "src/asrflow/folds.py", "src/asrflow/manifest.py"],
-    "evaluate": ["src/asrflow/evaluate.py", "src/asrflow/train.py", "src/asrflow/model.py", "src/asrflow/batching.py",
-                 "src/asrflow/methods", "src/asrflow/audio.py", "src/asrflow/folds.py", "src/asrflow/manifest.py"],
+              "src/asrflow/audio.py", "src/asrflow/folds.py", "src/asrflow/manifest.py", "src/asrflow/features.py",
+              "src/asrflow/resume.py", "src/asrflow/distributed.py"],
+    "lm": ["src/asrflow/lm.py", "src/asrflow/manifest.py"],
+    "evaluate": ["src/asrflow/evaluate.py", "src/asrflow/decode.py", "src/asrflow/lm.py", "src/asrflow/train.py",
+                 "src/asrflow/model.py", "src/asrflow/batching.py", "src/asrflow/methods", "src/asrflow/audio.py",
+                 "src/asrflow/folds.py", "src/asrflow/manifest.py", "src/asrflow/features.py", "src/asrflow/resume.py",
+                 "src/asrflow/distributed.py"],
     "report": ["src/asrflow/report.py"],
+    "data_report": ["src/asrflow/data_report.py", "src/asrflow/manifest.py"],
+    "release": ["src/asrflow/release.py", "src/asrflow/train.py", "src/asrflow/model.py", "src/asrflow/batching.py",
+                "src/asrflow/methods", "src/asrflow/features.py", "src/asrflow/audio.py", "src/asrflow/folds.py",
+                "src/asrflow/manifest.py", "src/asrflow/resume.py", "src/asrflow/distributed.py"],
 }
 
 # How jobs run; never part of a result. threads for fine-tuning and evaluation come from params.yaml
@@ -44,8 +55,11 @@ RESOURCES = {
     "augment": {"threads": 4, "mem_mb": 4000, "runtime": 60},
     "pretrain": {"threads": 4, "mem_mb": 8000, "runtime": 240},
     "train": {"threads": "resources.threads", "mem_mb": 8000, "runtime": 240},
+    "lm": {"threads": 1, "mem_mb": 1000, "runtime": 10},
     "evaluate": {"threads": "resources.threads", "mem_mb": 4000, "runtime": 60},
     "report": {"threads": 1, "mem_mb": 1000, "runtime": 10},
+    "data_report": {"threads": 1, "mem_mb": 1000, "runtime": 10},
+    "release": {"threads": "resources.threads", "mem_mb": 8000, "runtime": 240},
 }
 
 def validate_params():
@@ -62,7 +76,7 @@ def method_pattern():
 
 
 def get_final_output():
-    return "results/summary.csv"
+    return ["results/summary.csv", "results/data_report.md", "results/release"]
 
 
 def code(stage):
@@ -91,12 +105,26 @@ def threads(stage):
 
 
 def mem_mb(stage):
-    return RESOURCES[stage]["mem_mb"]
+    """Megabytes: the table's value on the first attempt, twice that on the first retry, and so on (the SLURM profile
+    sets `retries`), so a job the scheduler killed for memory comes back with room to finish."""
+    first_attempt = RESOURCES[stage]["mem_mb"]
+    return lambda wildcards, attempt: first_attempt * attempt
 
 
 def runtime(stage):
     """Minutes."""
     return RESOURCES[stage]["runtime"]
+
+
+def train_gpus():
+    """GPUs for one training job, from params.yaml `resources.gpus_per_train_job` (and `resources.gpu_model`): the
+    SLURM executor turns `gpu` and `gpu_model` into `sbatch --gpus=[model:]N`; 0 asks for none. A local run only
+    counts them against `--resources gpu=N` when one is given."""
+    settings = config.get("resources", {})
+    gpus = {"gpu": int(settings.get("gpus_per_train_job", 0))}
+    if settings.get("gpu_model"):
+        gpus["gpu_model"] = settings["gpu_model"]
+    return gpus
 
 
 def corpus_folder():

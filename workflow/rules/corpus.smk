@@ -24,7 +24,8 @@ rule import:
         corpus=corpus_folder(),
         code=code("import"),
     output:
-        "data/interim/corpus.csv",
+        manifest="data/interim/corpus.csv",
+        rejects="data/interim/import_rejects.csv",
     params:
         stage_params("import"),
     log:
@@ -34,4 +35,4 @@ rule import:
         mem_mb=mem_mb("import"),
         runtime=runtime("import"),
     shell:
-        "asrflow import --out {output} --log {log}"
+        "asrflow import --out {output.manifest} --rejects {output.rejects} --log {log}"

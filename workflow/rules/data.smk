@@ -1,4 +1,5 @@
-# From the imported manifest to training data: 16 kHz audio, normalised text, speaker folds, speed-perturbed copies.
+# From the imported manifest to training data: 16 kHz audio, normalised text, speaker folds, speed-perturbed copies,
+# and per fold a word n-gram LM of its training transcripts.
 
 
 rule resample:
@@ -24,7 +25,8 @@ rule normalize:
         resampled="data/interim/resampled",
         code=code("normalize"),
     output:
-        "data/processed/utterances.csv",
+        manifest="data/processed/utterances.csv",
+        rejects="data/processed/normalize_rejects.csv",
     params:
         stage_params("normalize"),
     log:
@@ -34,7 +36,8 @@ rule normalize:
         mem_mb=mem_mb("normalize"),
         runtime=runtime("normalize"),
     shell:
-        "asrflow normalize --in {input.resampled}/manifest.csv --out {output} --log {log}"
+        "asrflow normalize --in {input.resampled}/manifest.csv --out {output.manifest} --rejects {output.rejects}"
+        " --log {log}"
 
 
 rule split:
@@ -71,3 +74,21 @@ rule augment:
         runtime=runtime("augment"),
     shell:
         "asrflow augment --in {input.manifest} --out {output} --threads {threads} --log {log}"
+
+
+rule lm:
+    input:
+        folds="data/processed/folds",
+        code=code("lm"),
+    output:
+        directory("data/processed/lm/fold{fold}"),
+    params:
+        stage_params("lm"),
+    log:
+        "logs/lm/fold{fold}.log",
+    threads: threads("lm")
+    resources:
+        mem_mb=mem_mb("lm"),
+        runtime=runtime("lm"),
+    shell:
+        "asrflow lm --train {input.folds}/fold{wildcards.fold}/train.csv --out {output} --log {log}"

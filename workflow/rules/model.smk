@@ -36,6 +36,7 @@ rule train:
     resources:
         mem_mb=mem_mb("train"),
         runtime=runtime("train"),
+        **train_gpus(),
     shell:
         "asrflow train --fold {wildcards.fold} --method {wildcards.method} --folds {input.folds}"
         " --speed {input.speed} --base {input.base} --out {output.model} --curve {output.curve}"
@@ -46,6 +47,7 @@ rule evaluate:
     input:
         folds="data/processed/folds",
         model="data/checkpoints/{method}/fold{fold}",
+        lm="data/processed/lm/fold{fold}",
         code=code("evaluate"),
     output:
         metrics=directory("results/metrics/{method}/fold{fold}"),
@@ -60,4 +62,5 @@ rule evaluate:
         runtime=runtime("evaluate"),
     shell:
         "asrflow evaluate --fold {wildcards.fold} --method {wildcards.method} --folds {input.folds}"
-        " --model {input.model} --out {output.metrics} --publish {output.model} --threads {threads} --log {log}"
+        " --model {input.model} --out {output.metrics} --publish {output.model} --lm {input.lm}"
+        " --threads {threads} --log {log}"

@@ -1,33 +1,49 @@
 """The `import` stage: read a corpus folder in `corpus.format` into a manifest (see asrflow.manifest).
 
-The demo corpus is written in the audiofolder layout, so `demo` and `audiofolder` share one importer.
+Formats: `audiofolder` (the demo corpus is written in it, so `demo` shares its importer), `commonvoice`, `kaldi`,
+`elan`; one module each, all returning the same utterances. Rows that cannot become utterances (missing audio file,
+empty transcript, duplicate id, …) follow `audio.on_bad_audio`: the first stops the import, or each is listed with
+its reason in the import's rejects file. A path that leaves the corpus folder always stops it.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from asrflow import config
 from asrflow.corpus.audiofolder import import_audiofolder
-from asrflow.manifest import Utterance, write_manifest
+from asrflow.corpus.commonvoice import import_commonvoice
+from asrflow.corpus.elan import import_elan
+from asrflow.corpus.kaldi import import_kaldi
+from asrflow.manifest import Rejects, Utterance, write_manifest
 
 log = logging.getLogger(__name__)
 
-IMPORTERS = {"demo": import_audiofolder, "audiofolder": import_audiofolder}
+# Each importer takes the corpus folder, the stage's Rejects and its format's options (corpus.<format>) as keywords.
+IMPORTERS: dict[str, Callable[..., list[Utterance]]] = {
+    "demo": import_audiofolder, "audiofolder": import_audiofolder, "commonvoice": import_commonvoice,
+    "kaldi": import_kaldi, "elan": import_elan,
+}
 
 
-def import_corpus(fmt: str, path: Path) -> list[Utterance]:
+def import_corpus(corpus: dict, rejects: Rejects) -> list[Utterance]:
+    path = Path(corpus["path"])
     if not path.is_dir():
         raise config.ParamsError(f"corpus.path: {path} is not a folder; point corpus.path at your corpus")
-    return IMPORTERS[fmt](path)
+    options = corpus.get(corpus["format"]) or {}
+    return IMPORTERS[corpus["format"]](path, rejects, **options)
 
 
 def run_cli(args: argparse.Namespace) -> None:
-    corpus = config.load_stage(args.params, "import")["corpus"]
-    utterances = import_corpus(corpus["format"], Path(corpus["path"]))
+    params = config.load_stage(args.params, "import")
+    corpus = params["corpus"]
+    rejects = Rejects("import", params["audio"]["on_bad_audio"])
+    utterances = import_corpus(corpus, rejects)
     write_manifest(args.out, utterances)
+    rejects.write(args.rejects)
     speakers = {u.speaker for u in utterances}
-    log.info("imported %d utterances from %d speakers (%s, %s)", len(utterances), len(speakers),
-             corpus["format"], corpus["path"])
+    log.info("imported %d utterances from %d speakers (%s, %s); rejected %d (see %s)", len(utterances),
+             len(speakers), corpus["format"], corpus["path"], len(rejects.items), args.rejects)

@@ -11,14 +11,15 @@ from safetensors.torch import save_file
 from transformers import Wav2Vec2ForCTC
 from transformers.models.wav2vec2.modeling_wav2vec2 import WAV2VEC2_ADAPTER_SAFE_FILE
 
-from asrflow.methods.full import AudioMethod, load_with_new_head, warm_start_head
+from asrflow.errors import AsrflowError
+from asrflow.methods.full import ConvFrozenMethod, load_with_new_head, require_safetensors, warm_start_head
 
 
-class AdapterMethodError(ValueError):
+class AdapterMethodError(AsrflowError):
     """The base checkpoint cannot take language adapters."""
 
 
-class LanguageAdapter(AudioMethod):
+class LanguageAdapter(ConvFrozenMethod):
     name = "adapter"
 
     def prepare(self, base: str, vocab: dict[str, int], overrides: dict, cfg: dict, language: str) -> torch.nn.Module:
@@ -41,4 +42,6 @@ class LanguageAdapter(AudioMethod):
         save_file(weights, str(Path(out_dir) / WAV2VEC2_ADAPTER_SAFE_FILE.format(language)))
 
     def load(self, model_dir: Path, language: str) -> Wav2Vec2ForCTC:
+        # use_safetensors does not reach load_adapter, which would fall back to a pickled adapter.<lang>.bin.
+        require_safetensors(Path(model_dir) / WAV2VEC2_ADAPTER_SAFE_FILE.format(language))
         return Wav2Vec2ForCTC.from_pretrained(model_dir, target_lang=language, use_safetensors=True)

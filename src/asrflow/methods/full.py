@@ -11,10 +11,19 @@ import torch
 from safetensors.torch import load_file
 from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
+from asrflow.errors import AsrflowError
+from asrflow.features import ConvCachedTask
 from asrflow.io import read_json
 from asrflow.model import AudioTask
 
 log = logging.getLogger(__name__)
+
+
+def require_safetensors(path: Path) -> Path:
+    """`path`, which must exist: transformers and peft fall back to pickled `*.bin` weights when it is missing."""
+    if not path.is_file():
+        raise AsrflowError(f"{path}: not found; asrflow loads weights from safetensors only, never pickle")
+    return path
 
 
 def load_with_new_head(base: str, vocab: dict[str, int], overrides: dict) -> Wav2Vec2ForCTC:
@@ -57,8 +66,20 @@ class AudioMethod:
         return Wav2Vec2ForCTC.from_pretrained(model_dir, use_safetensors=True)
 
 
-class FullFineTune(AudioMethod):
+class ConvFrozenMethod(AudioMethod):
+    """Methods whose feature encoder never trains: they train on its cached output (asrflow.features)."""
+
+    def task(self, model: torch.nn.Module, processor: Wav2Vec2Processor, cfg: dict) -> ConvCachedTask:
+        return ConvCachedTask(model, processor)
+
+
+class FullFineTune(ConvFrozenMethod):
     name = "full"
+
+    def task(self, model: torch.nn.Module, processor: Wav2Vec2Processor, cfg: dict) -> AudioTask | ConvCachedTask:
+        if cfg.get("freeze_feature_encoder", True):
+            return ConvCachedTask(model, processor)
+        return AudioTask(model, processor)
 
     def prepare(self, base: str, vocab: dict[str, int], overrides: dict, cfg: dict, language: str) -> torch.nn.Module:
         model = load_with_new_head(base, vocab, overrides)

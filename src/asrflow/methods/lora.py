@@ -10,13 +10,14 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.utils import SAFETENSORS_WEIGHTS_NAME
 from asrflow.io import read_json
-from asrflow.methods.full import AudioMethod, load_with_new_head
+from asrflow.methods.full import ConvFrozenMethod, load_with_new_head, require_safetensors
 
 PEFT_DIR = "peft"
 
 
-class LoRA(AudioMethod):
+class LoRA(ConvFrozenMethod):
     name = "lora"
 
     def prepare(self, base: str, vocab: dict[str, int], overrides: dict, cfg: dict, language: str) -> torch.nn.Module:
@@ -38,4 +39,5 @@ class LoRA(AudioMethod):
 def load_peft(base: str, model_dir: Path) -> PeftModel:
     """The unmerged peft model: the base with this fold's vocabulary size, then the saved adapter."""
     model = load_with_new_head(base, read_json(Path(model_dir) / "vocab.json"), {})
+    require_safetensors(Path(model_dir) / PEFT_DIR / SAFETENSORS_WEIGHTS_NAME)  # peft would unpickle a .bin instead
     return PeftModel.from_pretrained(model, Path(model_dir) / PEFT_DIR)

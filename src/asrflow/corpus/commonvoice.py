@@ -1,0 +1,48 @@
+"""Mozilla Common Voice layout: a `*.tsv` (validated.tsv, train.tsv, …) beside `clips/`.
+
+Each row's `path` names its clip in `clips/`, `sentence` is the transcript and `client_id` the speaker (Common Voice's
+one stable speaker key; folds are made of whole speakers). The tsv name is `corpus.commonvoice.tsv`.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from asrflow.corpus.entries import Entry, admit, read_utf8, utt_id_for
+from asrflow.corpus.paths import confined
+from asrflow.manifest import ManifestError, Rejects, Utterance
+
+COLUMNS = ("client_id", "path", "sentence")
+CLIPS = "clips"
+
+
+def _read_rows(tsv: Path) -> list[dict[str, str]]:
+    # Common Voice quotes nothing: a `"` inside a sentence is text (csv's default quoting would swallow the tabs).
+    reader = csv.DictReader(read_utf8(tsv).splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE)
+    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ManifestError(f"{tsv}: missing column(s) {missing}; a Common Voice tsv needs {list(COLUMNS)}")
+    return list(reader)
+
+
+def entries(tsv: Path) -> list[Entry]:
+    rows = []
+    for line, row in enumerate(_read_rows(tsv), start=2):
+        clip = (row["path"] or "").strip()
+        # `path` is relative to clips/: joining keeps an absolute or ../ path visible to the corpus-folder check.
+        audio = str(Path(CLIPS) / clip) if clip else ""
+        rows.append(Entry(utt_id=utt_id_for(clip), audio=audio, speaker=row["client_id"] or "",
+                          text=row["sentence"] or "", origin=f"{tsv.name}:{line}"))
+    return rows
+
+
+def import_commonvoice(root: Path, rejects: Rejects, tsv: str = "validated.tsv") -> list[Utterance]:
+    table = confined(root, tsv, "corpus.commonvoice.tsv")
+    if not table.is_file():
+        raise ManifestError(f"{table}: not found; a Common Voice corpus needs the tsv named by corpus.commonvoice.tsv "
+                            f"(validated.tsv, train.tsv, …) and a {CLIPS}/ folder")
+    rows = entries(table)
+    if not rows:
+        raise ManifestError(f"{table}: no rows")
+    return admit(root, rows, rejects)

@@ -1,0 +1,168 @@
+"""Cached outputs of frozen model parts, so an epoch never recomputes what cannot change.
+
+Two cut points:
+- `conv`: the convolutional feature encoder, frozen by default in full fine-tuning and always in adapter and LoRA
+  training. Its output is cached per utterance; during training the model's own forward runs unchanged, with the
+  feature encoder swapped for a lookup of the batch's cached features for the duration of that call only
+  (SpecAugment, adapters, LoRA and the CTC loss all stay transformers'/peft's own code).
+- `top<N>` (the `frozen` method): everything below the top N transformer layers (N=0: the whole encoder).
+
+The cache is content-addressed (`data/cache/features/`, or $ASRFLOW_CACHE): keyed by the base checkpoint's bytes, the
+cut point and each utterance's audio bytes, shared by every fold and re-run, never a pipeline output. A stale entry
+cannot be hit, because any change of what produced it changes its key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from asrflow.batching import Clip, sequential_batches
+from asrflow.io import atomic_path
+from asrflow.model import greedy_decode, output_lengths
+
+CACHE_ENV = "ASRFLOW_CACHE"
+DEFAULT_CACHE = Path("data/cache/features")
+
+
+@dataclasses.dataclass
+class FeatureClip:
+    utt_id: str
+    speaker: str
+    text: str
+    features: torch.Tensor  # (frames, channels): the frozen part's output for this utterance
+    labels: list[int]
+    n_samples: int  # the audio length, which batch budgets count
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_dir(base: Path, cut: str) -> Path:
+    """Where features of `base` cut at `cut` live: its key covers the checkpoint's config and weights."""
+    digest = hashlib.sha256(f"cut={cut}".encode())
+    for path in sorted([base / "config.json", *base.glob("*.safetensors")]):
+        digest.update(f"{path.name}:{file_digest(path)}".encode())
+    return Path(os.environ.get(CACHE_ENV, DEFAULT_CACHE)) / digest.hexdigest()[:20]
+
+
+def cached_features(clips: list[Clip], directory: Path, compute: Callable[[Clip], torch.Tensor]) -> list[FeatureClip]:
+    """Each clip's features from the cache, computing (and storing) the missing ones."""
+    result = []
+    for clip in clips:
+        path = directory / f"{clip.utt_id}-{hashlib.sha256(clip.samples.tobytes()).hexdigest()[:16]}.safetensors"
+        if path.is_file():
+            features = load_file(str(path))["features"]
+        else:
+            features = compute(clip).contiguous()
+            with atomic_path(path) as tmp:
+                save_file({"features": features}, str(tmp))
+        result.append(FeatureClip(clip.utt_id, clip.speaker, clip.text, features, clip.labels, clip.n_samples))
+    return result
+
+
+def pad_features(clips: list[FeatureClip]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(batch, frames, channels) zero-padded features and their (batch, frames) mask."""
+    longest = max(c.features.shape[0] for c in clips)
+    features = torch.zeros(len(clips), longest, clips[0].features.shape[1])
+    mask = torch.zeros(len(clips), longest, dtype=torch.long)
+    for row, clip in enumerate(clips):
+        features[row, : clip.features.shape[0]] = clip.features
+        mask[row, : clip.features.shape[0]] = 1
+    return features, mask
+
+
+def pad_labels(clips: list[FeatureClip]) -> torch.Tensor:
+    labels = torch.full((len(clips), max(1, max(len(c.labels) for c in clips))), -100, dtype=torch.long)
+    for row, clip in enumerate(clips):
+        labels[row, : len(clip.labels)] = torch.tensor(clip.labels, dtype=torch.long)
+    return labels
+
+
+def wav2vec2_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The Wav2Vec2Model inside a Wav2Vec2ForCTC, also when peft wraps it."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.wav2vec2
+
+
+class _Lookup(torch.nn.Module):
+    """Stands in for the feature encoder: returns the batch's cached output, (batch, channels, frames)."""
+
+    def __init__(self, features: torch.Tensor) -> None:
+        super().__init__()
+        self.features = features
+
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        return self.features
+
+
+@contextlib.contextmanager
+def conv_output(model: torch.nn.Module, features: torch.Tensor) -> Iterator[None]:
+    """Within this block the model's feature encoder yields `features`; outside it, the model is untouched."""
+    wav2vec2 = wav2vec2_of(model)
+    encoder = wav2vec2.feature_extractor
+    wav2vec2.feature_extractor = _Lookup(features.transpose(1, 2))
+    try:
+        yield
+    finally:
+        wav2vec2.feature_extractor = encoder
+
+
+def conv_inputs(clips: list[FeatureClip]) -> dict[str, torch.Tensor]:
+    """Placeholder audio and its sample-level mask: the model derives frame lengths from the mask as usual."""
+    longest = max(c.n_samples for c in clips)
+    mask = torch.zeros(len(clips), longest, dtype=torch.long)
+    for row, clip in enumerate(clips):
+        mask[row, : clip.n_samples] = 1
+    return {"input_values": torch.zeros(len(clips), longest), "attention_mask": mask}
+
+
+class ConvCachedTask:
+    """Trains on cached feature-encoder outputs through the model's own forward (see conv_output)."""
+
+    def __init__(self, model: torch.nn.Module, processor) -> None:
+        self.model, self.processor = model, processor
+        self.wav2vec2 = wav2vec2_of(model)
+        self.directory = cache_dir(Path(self.wav2vec2.config._name_or_path), "conv")
+
+    def _compute(self, clip: Clip) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.wav2vec2.feature_extractor(torch.from_numpy(clip.samples)[None])[0].transpose(0, 1).clone()
+
+    def prepare(self, clips: list[Clip]) -> list[FeatureClip]:
+        return cached_features(clips, self.directory, self._compute)
+
+    def _forward(self, clips: list[FeatureClip], **extra: torch.Tensor):
+        features, _ = pad_features(clips)
+        with conv_output(self.model, features):
+            return self.model(**conv_inputs(clips), **extra)
+
+    def loss(self, clips: list[FeatureClip]) -> torch.Tensor:
+        return self._forward(clips, labels=pad_labels(clips)).loss
+
+    def transcribe(self, clips: list[FeatureClip], batch_seconds: float) -> list[str]:
+        self.model.eval()
+        hypotheses = [""] * len(clips)
+        with torch.inference_mode():
+            for batch_ids in sequential_batches([c.n_samples for c in clips], batch_seconds):
+                batch = [clips[i] for i in batch_ids]
+                logits = self._forward(batch).logits
+                lengths = output_lengths(self.model, conv_inputs(batch)["attention_mask"])
+                for index, text in zip(batch_ids, greedy_decode(logits, lengths, self.processor)):
+                    hypotheses[index] = text
+        return hypotheses
+
+    def train(self) -> None:
+        self.model.train()

@@ -1,0 +1,224 @@
+"""The `release` stage: after cross-validation, the model people use.
+
+The chosen method (`release.method`; `best` = the lowest mean CER in results/summary.csv, ties to the earlier method
+in params order) is refitted on every speaker with the settings cross-validation scored. No speaker is held out, so
+there is no early stopping: it trains for the number of epochs cross-validation selected, the median of the folds'
+best epochs (rounded up: the refit sees more data, not less). The vocabulary covers every transcript.
+
+Output folder (`--out`, results/release): the Hugging Face model and processor as the method saves them (loads with
+`pipeline("automatic-speech-recognition", model=...)`), `release.json` (what was trained on what, and its
+cross-validated scores) and a `README.md` model card with the cross-fold table, data size, speakers, training
+settings and limitations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+
+from asrflow import config, methods
+from asrflow.audio import TARGET_RATE
+from asrflow.batching import load_clips
+from asrflow.errors import AsrflowError
+from asrflow.folds import build_vocab
+from asrflow.io import atomic_path, write_json
+from asrflow.manifest import Utterance, read_manifest, total_seconds
+from asrflow.model import make_processor, resolve_base
+from asrflow.train import fit, loop_config, model_overrides, seed_everything, split_alignable, training_set
+
+log = logging.getLogger(__name__)
+
+SCORES = ["cer", "wer", "cer_lm", "wer_lm"]  # the LM columns exist only when evaluation decoded with an LM
+
+
+class ReleaseError(AsrflowError):
+    """The cross-validation results cannot say what to release; the message names the file and the fix."""
+
+
+def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
+    if not path.is_file():
+        raise ReleaseError(f"{path}: not found; it is written by `asrflow report` (run cross-validation first)")
+    table = pd.read_csv(path)
+    missing = [c for c in columns if c not in table]
+    if missing:
+        raise ReleaseError(f"{path}: missing column(s) {missing}; re-run `asrflow report` to rewrite it")
+    return table
+
+
+def choose_method(summary: pd.DataFrame, wanted: str) -> str:
+    """`wanted`, or with `best` the method of the lowest mean CER (the first of equals, in the summary's order)."""
+    if wanted == "best":
+        return str(summary.loc[summary["cer_mean"].idxmin(), "method"])
+    if wanted not in set(summary["method"]):
+        raise ReleaseError(f"release.method is {wanted!r}, but the summary has results for {list(summary['method'])} "
+                           f"only; add it to `methods` so cross-validation scores it, or choose one of those")
+    return wanted
+
+
+def selected_epochs(folds: pd.DataFrame, method: str) -> int:
+    """The median of the folds' best epochs, rounded up."""
+    return max(1, math.ceil(folds.loc[folds["method"] == method, "best_epoch"].median()))
+
+
+def refit(method_name: str, utterances: list[Utterance], speed_copies: list[Utterance], base_dir: Path,
+          params: dict, epochs: int, out_dir: Path) -> dict:
+    """Train `method_name` on every utterance (and its speed copies) for `epochs` epochs; save the last epoch into
+    `out_dir` (a fresh folder); return what was trained on what."""
+    train_cfg, language = params["train"], params["corpus"]["language"]
+    method = methods.get(method_name)
+    vocab = build_vocab([u.text for u in utterances])
+    processor = make_processor(vocab)
+    seed_everything(train_cfg["seed"])
+    model = method.prepare(resolve_base(base_dir), vocab, model_overrides(params["augment"], vocab),
+                           train_cfg[method_name], language)
+    clips, dropped = split_alignable(model, load_clips(training_set(utterances, speed_copies),
+                                                       lambda text: processor.tokenizer(text).input_ids))
+    trainable, total = methods.count_parameters(model)
+    log.info("release: %s on %d speakers, %d clips (%.1f min with speed copies), %d epochs", method_name,
+             len({u.speaker for u in utterances}), len(clips), sum(c.n_samples for c in clips) / TARGET_RATE / 60,
+             epochs)
+
+    def save(trained: torch.nn.Module) -> None:
+        method.save(trained, out_dir, language)
+        processor.save_pretrained(out_dir)
+
+    # patience = epochs too, so that no setting can stop it early (fit never stops early without dev clips anyway).
+    cfg = dataclasses.replace(loop_config(train_cfg, method_name), max_epochs=epochs, patience=epochs)
+    result = fit(method.task(model, processor, train_cfg[method_name]), clips, [], cfg, save, None,
+                 f"release/{method_name}")
+    return {"method": method_name, "language": language, "base": resolve_base(base_dir), "epochs": epochs,
+            "speakers": sorted({u.speaker for u in utterances}), "utterances": len(utterances),
+            "audio_seconds": round(total_seconds(utterances), 2),
+            "train_audio_seconds": round(sum(c.n_samples for c in clips) / TARGET_RATE, 2),
+            "dropped_utterances": [{"utt_id": c.utt_id, "reason": r} for c, r in dropped],
+            "trainable_params": trainable, "total_params": total, "train_seconds": result["train_seconds"],
+            "vocab_size": len(vocab),
+            "settings": {k: train_cfg[k] for k in ("seed", "batch_seconds", "warmup_steps", "grad_clip")}
+            | {"epochs": epochs, method_name: train_cfg[method_name], "augment": params["augment"]}}
+
+
+def cross_validation(summary: pd.DataFrame, folds: pd.DataFrame, method: str) -> dict:
+    """The released method's cross-validated scores: per fold, and mean ± std across folds (from the report)."""
+    rows = folds[folds["method"] == method]
+    scores = [c for c in SCORES if c in rows and rows[c].notna().all()]
+    overall = summary.set_index("method").loc[method]
+    return {"k": len(rows),
+            "folds": [{"fold": int(r["fold"]), "test_speakers": str(r["test_speakers"]).split(),
+                       "best_epoch": int(r["best_epoch"]), **{c: float(r[c]) for c in scores}}
+                      for _, r in rows.iterrows()],
+            "mean": {c: float(overall[f"{c}_mean"]) for c in scores},
+            "std": {c: float(overall[f"{c}_std"]) for c in scores},
+            "methods": {str(m): {"cer_mean": float(r["cer_mean"]), "cer_std": float(r["cer_std"])}
+                        for m, r in summary.set_index("method").iterrows()}}
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def model_card(info: dict, cv: dict, corpus_name: str) -> str:
+    scores = list(cv["mean"])
+    name = f"asrflow-{corpus_name}-{info['method']}"
+    index = [{"name": name, "results": [{
+        "task": {"type": "automatic-speech-recognition", "name": "Speech Recognition"},
+        "dataset": {"type": "asrflow-corpus", "name": f"{corpus_name} ({info['language']}), speaker-independent "
+                                                      f"{cv['k']}-fold cross-validation", "split": "test"},
+        "metrics": [{"type": s.split("_")[0], "value": round(cv["mean"][s], 5),
+                     "name": f"cross-validated {s.upper().replace('_', ' + ')} (mean of {cv['k']} folds)"}
+                    for s in scores]}]}]
+    header = {"language": [info["language"]], "tags": ["automatic-speech-recognition", "wav2vec2", "asrflow",
+                                                        info["method"]],
+              "base_model": info["base"], "library_name": "transformers",
+              "pipeline_tag": "automatic-speech-recognition", "model-index": index}
+    labels = [s.upper().replace("_", " + ") + " %" for s in scores]
+    fold_rows = [f"| {f['fold']} | {', '.join(f['test_speakers'])} | "
+                 + " | ".join(_pct(f[s]) for s in scores) + f" | {f['best_epoch']} |" for f in cv["folds"]]
+    mean_row = ("| **mean ± std** | | " + " | ".join(f"**{_pct(cv['mean'][s])} ± {_pct(cv['std'][s])}**"
+                                                   for s in scores) + " | |")
+    method_rows = [f"| {m}{' (released)' if m == info['method'] else ''} | {_pct(r['cer_mean'])} ± "
+                   f"{_pct(r['cer_std'])} |" for m, r in cv["methods"].items()]
+    settings = yaml.safe_dump(info["settings"], allow_unicode=True, sort_keys=True)
+    return f"""---
+{yaml.safe_dump(header, allow_unicode=True, sort_keys=False)}---
+
+# {name}
+
+A wav2vec2 CTC speech recogniser for `{info['language']}` ({corpus_name}), made by asrflow with the
+**{info['method']}** method from `{info['base']}`, trained on **every** speaker of the corpus after a
+speaker-independent {cv['k']}-fold cross-validation chose the method and the number of epochs.
+
+```python
+from transformers import pipeline
+asr = pipeline("automatic-speech-recognition", model="path/to/this/folder")
+asr("recording.wav", chunk_length_s=20, return_timestamps="word")
+```
+or `asrflow transcribe --model path/to/this/folder recording.wav --eaf` (text, word times, ELAN tier).
+
+## How well it works: cross-validation
+Each fold trained on the other speakers and was tested on speakers it never heard, so these numbers estimate the
+error rate on a **new speaker** of this language (greedy CTC decoding unless marked + LM). This model, trained on
+all speakers, has no held-out speakers left to score it on.
+
+| fold | test speakers | {' | '.join(labels)} | best epoch |
+|---|---|{'---|' * len(scores)}---|
+{chr(10).join(fold_rows)}
+{mean_row}
+
+Every method cross-validated (CER %, mean ± std over folds):
+
+| method | CER % |
+|---|---|
+{chr(10).join(method_rows)}
+
+## Training data
+| | |
+|---|---|
+| speakers | {len(info['speakers'])}: {', '.join(info['speakers'])} |
+| utterances | {info['utterances']} ({info['audio_seconds'] / 60:.1f} min of audio) |
+| trained on | {info['train_audio_seconds'] / 60:.1f} min (speed-perturbed copies included; {len(info['dropped_utterances'])} clips too short for their transcript dropped) |
+| vocabulary | {info['vocab_size']} tokens, from every transcript |
+| trainable / total parameters | {info['trainable_params']:,} / {info['total_params']:,} |
+| training time | {info['train_seconds']:.0f} s |
+
+## Training settings
+{info['epochs']} epochs: the median of the folds' best epochs (early stopping on dev speakers), rounded up; no early
+stopping here, since no speaker is held out.
+```yaml
+{settings}```
+
+## Limitations
+- Estimated on {len(info['speakers'])} speakers and {info['audio_seconds'] / 60:.0f} minutes of speech: expect a large
+  spread across new speakers (see the per-fold rows), more on other recording conditions, topics or dialects.
+- Transcripts follow the corpus' own normalisation; it cannot produce a character absent from every transcript.
+- The released model itself is untested: its scores are those of the same recipe on fewer speakers.
+"""
+
+
+def release(summary_path: Path, folds_path: Path, utterances_path: Path, speed_manifest: Path, base_dir: Path,
+            params: dict, out_dir: Path) -> dict:
+    summary = read_table(summary_path, ["method", "cer_mean", "cer_std"])
+    folds = read_table(folds_path, ["method", "fold", "test_speakers", "cer", "wer", "best_epoch"])
+    method = choose_method(summary, params["release"]["method"])
+    epochs = selected_epochs(folds, method)
+    cv = cross_validation(summary, folds, method)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        info = refit(method, read_manifest(utterances_path), read_manifest(speed_manifest), base_dir, params, epochs,
+                     tmp)
+        write_json(tmp / "release.json", {**info, "cross_validation": cv})
+        (tmp / "README.md").write_text(model_card(info, cv, params["corpus"]["name"]), encoding="utf-8")
+    log.info("release: %s (cross-validated CER %.4f ± %.4f) refitted on %d speakers for %d epochs → %s", method,
+             cv["mean"]["cer"], cv["std"]["cer"], len(info["speakers"]), epochs, out_dir)
+    return info
+
+
+def run_cli(args: argparse.Namespace) -> None:
+    params = config.load_stage(args.params, "release")
+    release(args.summary, args.folds_table, args.utterances, args.speed / "manifest.csv", args.base, params, args.out)

@@ -1,0 +1,41 @@
+"""int8 inference: every Linear layer quantised, the float32 model untouched, and the quantised models of every
+method load and transcribe like their float32 originals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+from asrflow.batching import collate, load_clips
+from asrflow.inference import load_for_inference, quantize_int8, serialized_bytes
+from asrflow.manifest import read_manifest
+from asrflow.model import transcribe_clips
+
+from conftest import ALL_METHODS
+
+
+def test_quantize_int8_replaces_every_linear_and_leaves_the_original(tiny_run: Path) -> None:
+    model, _ = load_for_inference(tiny_run / "published/full")
+    linear = {n for n, m in model.named_modules() if type(m) is torch.nn.Linear}
+    int8 = quantize_int8(model)
+    assert linear and linear == {n for n, m in int8.named_modules() if isinstance(m, DynamicQuantizedLinear)}
+    assert all(type(m) is torch.nn.Linear for n, m in model.named_modules() if n in linear)
+    assert serialized_bytes(int8) < serialized_bytes(model)
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_int8_models_transcribe_like_float32(tiny_run: Path, method: str) -> None:
+    clips = load_clips(read_manifest(tiny_run / "data/processed/folds/fold0/test.csv"), lambda text: [])
+    fp32, processor = load_for_inference(tiny_run / f"published/{method}")
+    int8, _ = load_for_inference(tiny_run / f"published/{method}", int8=True)
+    batch = collate(clips)
+    with torch.inference_mode():
+        fp32_ids = fp32(input_values=batch["input_values"], attention_mask=batch["attention_mask"]).logits.argmax(-1)
+        int8_ids = int8(input_values=batch["input_values"], attention_mask=batch["attention_mask"]).logits.argmax(-1)
+    # Measured on this tiny model: 98–99 % of frames keep their best token.
+    assert (fp32_ids == int8_ids).float().mean() >= 0.9
+    hypotheses = transcribe_clips(int8, clips, processor, 60)
+    assert len(hypotheses) == len(clips) and any(hypotheses)
