@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
 
-.PHONY: setup demo test
+.PHONY: setup demo test pull checkout
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,11 @@ demo: setup
 
 test: setup
 	pytest -q -ra
+
+# Data, models and results from the DVC remote (or, after `git checkout`, the local cache), then Snakemake's view of
+# them aligned, so that neither engine recomputes anything (see scripts/pull.sh and the README).
+pull: setup
+	bash scripts/pull.sh pull
+
+checkout: setup
+	bash scripts/pull.sh checkout

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # A real single-node SLURM cluster on 127.0.0.1, for testing the workflow's SLURM profile (tests/test_slurm.py).
 #
-#   scripts/slurm_local.sh start DIR    # DIR new or empty; install (apt) if needed, then start munge, MariaDB, slurmdbd, slurmctld, slurmd
+#   scripts/slurm_local.sh start DIR    # DIR new or empty: install (apt) if needed, then start munge, MariaDB,
+#                                       # slurmdbd, slurmctld and slurmd
 #   source DIR/env                      # SLURM_CONF for sbatch/squeue/sacct (and snakemake --profile ...)
 #   scripts/slurm_local.sh stop DIR     # cancel leftover jobs, stop every daemon it started, by its recorded PID
 #
 # Every file (configuration, state, database, logs, PIDs) lives in DIR; every daemon listens on 127.0.0.1 only, on free
 # ports picked at start. Accounting runs for real (slurmdbd + MariaDB) because the SLURM executor plugin's default
-# job-status check and its account validation both ask the accounting database (`sacct`, `sacctmgr`): without it,
-# `sacct` blocks and the plugin hangs. Needs root (it re-runs itself with `sudo -n` otherwise) and Debian's packages.
+# job-status check and its account validation both ask the accounting database (`sacct`, `sacctmgr`), as on a real
+# site; without accounting, `sacct` has been seen to block and the plugin with it (shared/FACTS.md).
+# Needs root (it re-runs itself with `sudo -n` otherwise) and Debian's packages.
 #
 # Knobs (environment): SLURM_LOCAL_CPUS, SLURM_LOCAL_MEM_MB (the node's declared size; see write_slurm_conf),
 # SLURM_LOCAL_ACCOUNT (the account created for the submitting user, default asrflow), SLURM_LOCAL_PARTITION (debug).
@@ -67,6 +69,15 @@ install_packages() {
 
 # --- configuration ----------------------------------------------------------------------------------------------------
 
+# CommunicationParameters=NoInAddrAny (below) binds slurmd, slurmdbd and srun to the address this machine's hostname
+# resolves to: refuse to start where that is not a loopback address rather than listen on the network.
+check_hostname_is_loopback() {
+    local address
+    address=$(getent ahostsv4 "$(hostname)" | awk 'NR == 1 {print $1}')
+    [[ $address == 127.* ]] ||
+        die "hostname $(hostname) resolves to ${address:-nothing}, not 127.x; map it to 127.0.0.1 in /etc/hosts"
+}
+
 # Four free TCP ports on 127.0.0.1 (slurmctld, slurmd, slurmdbd, MariaDB), so a system SLURM or MySQL never clashes.
 free_ports() {
     python3 - <<'EOF'
@@ -84,7 +95,8 @@ write_slurm_conf() {
     # is configured), so the workflow's real per-rule requests (4 threads to pretrain, 8 GB to train) are schedulable
     # on a 2-core CI runner and independent jobs run side by side. Nothing is enforced (no cgroups): jobs share cores.
     local cpus=${SLURM_LOCAL_CPUS:-$(($(nproc) > 8 ? $(nproc) : 8))}
-    local mem_mb=${SLURM_LOCAL_MEM_MB:-$(awk '/MemTotal/ {m = int($2 / 1024); print (m > 16384 ? m : 16384)}' /proc/meminfo)}
+    local mem_mb=${SLURM_LOCAL_MEM_MB:-$(awk '/MemTotal/ {m = int($2 / 1024); print (m > 16384 ? m : 16384)}' \
+        /proc/meminfo)}
     cat >"$dir/etc/slurm.conf" <<EOF
 # Written by scripts/slurm_local.sh: a single-node test cluster on 127.0.0.1.
 ClusterName=$CLUSTER
@@ -92,7 +104,7 @@ SlurmctldHost=localhost(127.0.0.1)
 SlurmctldPort=$ctld_port
 SlurmdPort=$slurmd_port
 SlurmctldParameters=enable_configless
-# Bind slurmctld, slurmd and slurmdbd to the configured addresses (127.0.0.1), not to every interface.
+# Listen on the address the hostname resolves to (127.0.0.1, checked at start), not on every interface.
 CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
 SlurmUser=root
 SlurmdUser=root
@@ -112,7 +124,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 # Without a default, one job without --mem would take the whole node's memory.
 DefMemPerCPU=256
-# Finished jobs stay visible to squeue/scontrol for 5 minutes (the plugin's squeue status mode needs >= 120 s).
+# Finished jobs stay visible to squeue and scontrol for 5 minutes.
 MinJobAge=300
 ReturnToService=2
 SlurmdParameters=config_overrides
@@ -179,11 +191,13 @@ start_munge() {
 
 start_mariadb() {
     local db_port=$1 db_password=$2 socket=$DIR/run/mysqld.sock
-    mariadb-install-db --no-defaults --user=root --datadir="$DIR/mysql" --auth-root-authentication-method=socket \
-        --skip-test-db >"$DIR/log/mariadb-install.log" 2>&1 || die "mariadb-install-db failed (log: $DIR/log/mariadb-install.log)"
-    setsid mariadbd --no-defaults --user=root --datadir="$DIR/mysql" --socket="$socket" --port="$db_port" \
-        --bind-address=127.0.0.1 --skip-name-resolve --skip-log-bin --innodb-lock-wait-timeout=900 \
-        --pid-file="$DIR/run/mariadbd.pid" --log-error="$DIR/log/mariadbd.log" </dev/null >/dev/null 2>&1 &
+    # A small redo log: the throw-away database takes ~110 MB instead of ~180 MB.
+    local server=(--no-defaults --user=root --datadir="$DIR/mysql" --innodb-log-file-size=16M)
+    mariadb-install-db "${server[@]}" --auth-root-authentication-method=socket --skip-test-db \
+        >"$DIR/log/mariadb-install.log" 2>&1 || die "mariadb-install-db failed (log: $DIR/log/mariadb-install.log)"
+    setsid mariadbd "${server[@]}" --socket="$socket" --port="$db_port" --bind-address=127.0.0.1 --skip-name-resolve \
+        --skip-log-bin --innodb-lock-wait-timeout=900 --pid-file="$DIR/run/mariadbd.pid" \
+        --log-error="$DIR/log/mariadbd.log" </dev/null >/dev/null 2>&1 &
     record_pid mariadbd "$DIR/run/mariadbd.pid"
     wait_for mariadbd 60 "$DIR/log/mariadbd.log" mariadb --no-defaults --socket="$socket" -e "SELECT 1"
     mariadb --no-defaults --socket="$socket" <<EOF
@@ -215,6 +229,7 @@ start_slurm() {
 start() {
     # A fresh DIR every time: a second start over old state would meet an initialised database and stale PIDs.
     [[ ! -e $DIR || -z $(ls -A "$DIR") ]] || die "$DIR is not empty: give a new folder (stop DIR first if it runs)"
+    check_hostname_is_loopback
     install_packages
     mkdir -p "$DIR"/{etc,run,log,state/ctld,state/d,mysql}
     : >"$DIR/run/pids"

@@ -25,9 +25,10 @@ from asrflow import config
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: snakemake, dvc, asrflow
 
-# What a copy of the project needs to run both engines: the pipeline definitions and the code they depend on.
+# What a copy of the project needs to run both engines: the pipeline definitions, the code they depend on, and the
+# scripts a user runs beside them (scripts/pull.sh).
 PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"]
-PROJECT_DIRS = ["workflow", "src"]
+PROJECT_DIRS = ["workflow", "src", "scripts"]
 COPY_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".snakemake")
 
 
@@ -59,8 +60,9 @@ def copy_project(dest: Path) -> Path:
         shutil.copytree(ROOT / name, dest / name, ignore=COPY_IGNORE)
     run(["git", "init", "-q"], dest)
     run([str(BIN / "dvc"), "init", "-q"], dest)
-    if (ROOT / ".dvcignore").is_file():  # `dvc init` writes a bare one
-        shutil.copy2(ROOT / ".dvcignore", dest / ".dvcignore")
+    for name in (".dvcignore", ".dvc/config"):  # `dvc init` writes bare ones; ours add the default remote
+        if (ROOT / name).is_file():
+            shutil.copy2(ROOT / name, dest / name)
     return dest
 
 
@@ -159,9 +161,10 @@ print("JOBS-JSON " + json.dumps(jobs, default=str))
 """
 
 
-def snakemake_jobs(project: Path, cores: int = 64, attempt: int = 1, targets: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def snakemake_jobs(project: Path, cores: int = 64, attempt: int = 1,
+                   targets: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Every job of `snakemake --forceall [targets]` in `project` (rule, wildcards, input, output, log, params,
-    shellcmd...), with resources as they are on try number `attempt` (1: the first submission, 2: the first retry...)."""
+    shellcmd...), with resources as they are on try number `attempt` (1: the first submission, 2: the first retry)."""
     proc = run([sys.executable, "-c", _SNAKEMAKE_JOBS, str(project), str(cores), str(attempt), *targets], project,
                timeout=300)
     line = next(line for line in proc.stdout.splitlines() if line.startswith("JOBS-JSON "))
@@ -172,11 +175,13 @@ def dvc_stages(project: Path) -> list[dict[str, Any]]:
     """Every stage of dvc.yaml in `project`, matrix stages expanded (`train@0-full`), parsed by DVC itself."""
     from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
+    from dvc.stage import PipelineStage
 
     raw = yaml.safe_load((project / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     stages = []
     with Repo(str(project)) as repo:
-        for stage in repo.index.stages:
+        # Pipeline stages only: a `dvc add`ed corpus (data/raw/<corpus>.dvc) is data, not a stage of dvc.yaml.
+        for stage in (s for s in repo.index.stages if isinstance(s, PipelineStage)):
             base, _, key = stage.name.partition("@")
             axes = list(raw[base].get("matrix", {}))
             stages.append({

@@ -169,3 +169,18 @@ def test_evaluation_reports_lm_next_to_greedy(tiny_run: Path) -> None:
     lm_words = arpa_unigrams(tiny_run / "data/processed/lm/fold0" / ARPA_FILE)
     train_words = {w for u in read_manifest(tiny_run / "data/processed/folds/fold0/train.csv") for w in u.text.split()}
     assert lm_words == train_words | {"<s>", "</s>", "<unk>"}
+
+
+def test_beam_off_evaluates_greedily_only(tiny_run: Path, tmp_path: Path) -> None:
+    values = read_params(tiny_run)
+    values["decode"]["beam"] = False
+    write_params(tmp_path, values)
+    stage(tmp_path, "evaluate", "--fold", "0", "--method", "frozen", "--folds", "data/processed/folds", "--model",
+          "models/frozen", "--out", str(tmp_path / "metrics"), "--publish", str(tmp_path / "published"),
+          "--lm", str(tmp_path / "no-lm-needed"))
+    assert not [key for key in read_json(tmp_path / "metrics/metrics.json") if "lm" in key]
+    hyps = pd.read_csv(tmp_path / "metrics/hypotheses.csv", keep_default_na=False)
+    with_lm = pd.read_csv(tiny_run / "metrics/frozen/hypotheses.csv", keep_default_na=False)
+    assert list(hyps.columns) == ["utt_id", "speaker", "reference", "hypothesis", "cer"]
+    assert hyps["hypothesis"].tolist() == with_lm["hypothesis"].tolist()  # greedy is untouched by the LM
+    assert not (tmp_path / "metrics/lm_tuning.csv").exists()

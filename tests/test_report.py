@@ -65,6 +65,15 @@ def test_summary_means_and_sample_stds(metrics_dir: Path, tmp_path: Path) -> Non
     assert summary.loc["full", "train_seconds_mean"] == pytest.approx(20.0)
 
 
+def test_summary_json_holds_error_rates_and_dev_cer_for_dvc_metrics(tmp_path: Path) -> None:
+    for fold, (cer, wer) in enumerate(CER_WER["full"]):
+        write_metrics(tmp_path / "m", "full", fold, cer, wer, dev_cer=0.1 * (fold + 1))
+    report(tmp_path / "m", tmp_path / "out", ["full"], k=3)
+    metrics = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
+    assert metrics == {"full": {"cer_mean": 0.2, "cer_std": 0.1, "wer_mean": 0.5, "wer_std": 0.1,
+                                "dev_cer_mean": 0.2}}  # no timings: they differ on every run
+
+
 def test_summary_columns_and_row_order_follow_methods(metrics_dir: Path, tmp_path: Path) -> None:
     write_metrics(metrics_dir, "leftover", 0, 0.9, 0.9)  # not declared in params: ignored
     report(metrics_dir, tmp_path / "out", ["adapter", "full"], k=3)
@@ -145,8 +154,8 @@ def test_summary_png_is_a_png(metrics_dir: Path, tmp_path: Path) -> None:
     png = tmp_path / "out" / "summary.png"
     assert png.read_bytes()[:8] == PNG_SIGNATURE
     assert png.stat().st_size > 5000
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["folds.csv", "summary.csv", "summary.md",
-                                                                    "summary.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["folds.csv", "summary.csv", "summary.json",
+                                                                    "summary.md", "summary.png"]
 
 
 def test_cli_reads_methods_and_k_from_params(tmp_path: Path) -> None:

@@ -49,23 +49,25 @@ def sbatch_options(job: dict[str, Any]) -> str:
     return get_submit_command(submitted, params) + set_gres_string(submitted)
 
 
-def train_jobs(project: Path, attempt: int) -> list[dict[str, Any]]:
-    return [job for job in snakemake_jobs(project, attempt=attempt) if job["rule"] == "train"]
+def train_jobs(project: Path, attempt: int) -> dict[str, dict[str, Any]]:
+    """fold → the train job of that fold, with its resources on try number `attempt`."""
+    return {job["wildcards"]["fold"]: job for job in snakemake_jobs(project, attempt=attempt) if job["rule"] == "train"}
 
 
 def test_training_asks_for_its_gpus_and_every_retry_for_more_memory(tmp_path: Path) -> None:
     project = copy_project(tmp_path / "project")
-    params = tiny_params(project, methods=METHODS)
-    params["resources"].update(gpus_per_train_job=2, gpu_model="a100")
+    params = tiny_params(project, methods=METHODS, k=K)
+    params["resources"].update(gpus_per_process=2, gpu_model="a100")
     write_params(project, params)
     first, retry = train_jobs(project, attempt=1), train_jobs(project, attempt=2)
-    assert len(first) == len(retry) == K
-    for job in first:
-        assert " --gpus=a100:2" in sbatch_options(job) and " --mem 8000" in sbatch_options(job)
-    for job in retry:
-        assert " --gpus=a100:2" in sbatch_options(job) and " --mem 16000" in sbatch_options(job)
+    assert sorted(first) == sorted(retry) == [str(fold) for fold in range(K)]
+    for fold, job in first.items():
+        memory = job["resources"]["mem_mb"]
+        assert " --gpus=a100:2" in sbatch_options(job) and f" --mem {memory} " in sbatch_options(job)
+        again = sbatch_options(retry[fold])
+        assert " --gpus=a100:2" in again and f" --mem {2 * memory} " in again
 
-    params["resources"].update(gpus_per_train_job=0, gpu_model=None)
+    params["resources"].update(gpus_per_process=0, gpu_model=None)
     write_params(project, params)
     assert all("--gpus" not in sbatch_options(job) for job in snakemake_jobs(project))
 
@@ -87,7 +89,10 @@ def listening_addresses(pid: int) -> set[str]:
     """IPv4/IPv6 addresses (hex, as /proc/net/tcp* writes them) that process `pid` accepts TCP connections on."""
     sockets = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
-        target = os.readlink(fd) if fd.is_symlink() else ""
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed since the listing
+            continue
         if target.startswith("socket:["):
             sockets.add(target.removeprefix("socket:[").removesuffix("]"))
     addresses = set()
@@ -102,12 +107,10 @@ def listening_addresses(pid: int) -> set[str]:
 LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1 and ::1 in /proc/net/tcp* notation
 
 
-def is_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def is_running(name: str, pid: int) -> bool:
+    """PID `pid` is still daemon `name` (not a process that got the number after the daemon ended)."""
+    comm = Path(f"/proc/{pid}/comm")
+    return comm.is_file() and comm.read_text().strip() == name
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +122,12 @@ def slurm_cluster(tmp_path_factory) -> Iterator[Path]:
             pytest.fail(message)
         pytest.skip(message)
     state = tmp_path_factory.mktemp("slurm")
-    start = subprocess.run([str(SCRIPT), "start", str(state)], capture_output=True, text=True, timeout=900)
-    daemons = recorded_daemons(state) if (state / "run" / "pids").is_file() else {}
+    pids = state / "run" / "pids"
+    daemons: dict[str, int] = {}
     try:
+        start = subprocess.run([str(SCRIPT), "start", str(state)], capture_output=True, text=True, timeout=900)
         assert start.returncode == 0, f"{SCRIPT} start failed:\n{start.stdout}\n{start.stderr}"
+        daemons = recorded_daemons(state)
         assert set(daemons) >= {"mariadbd", "slurmdbd", "slurmctld", "slurmd"}, daemons
         for name, pid in daemons.items():
             assert listening_addresses(pid) <= LOOPBACK, f"{name} listens beyond 127.0.0.1"
@@ -130,9 +135,10 @@ def slurm_cluster(tmp_path_factory) -> Iterator[Path]:
             patch.setenv("SLURM_CONF", str(state / "etc" / "slurm.conf"))
             yield state
     finally:
+        daemons = recorded_daemons(state) if pids.is_file() else daemons
         stop = subprocess.run([str(SCRIPT), "stop", str(state)], capture_output=True, text=True, timeout=300)
         assert stop.returncode == 0, f"{SCRIPT} stop failed:\n{stop.stdout}\n{stop.stderr}"
-        assert not [name for name, pid in daemons.items() if is_running(pid)], "daemons left running after stop"
+        assert not [name for name, pid in daemons.items() if is_running(name, pid)], "daemons left after stop"
 
 
 def use_cluster(project: Path) -> None:

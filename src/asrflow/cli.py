@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--curve", required=True, type=Path, help="per-epoch metrics CSV (for dvc plots)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one params key this job reads, e.g. train.adapter.lr=0.001 (a search trial's)")
 
     p = _add(sub, "lm", "word n-gram language model of one fold, from its training transcripts only (KenLM)")
     p.add_argument("--train", required=True, type=Path, help="the fold's train.csv (never its dev or test manifest)")
@@ -99,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", required=True, type=Path)
     p.add_argument("--base", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="the released model folder, with its model card")
+
+    p = _add(sub, "search", "gather a random search's trials into results/search.csv; select one by mean dev CER")
+    p.add_argument("--metrics", required=True, type=Path, help="folder of trial<n>/metrics/<method>/fold<k>")
+    p.add_argument("--out", required=True, type=Path, help="the search table (CSV)")
 
     p = _add(sub, "transcribe", "transcribe recordings of any format and length: text, word times CSV, ELAN")
     p.add_argument("--model", required=True, type=Path, help="a model folder (results/release, results/models/…)")
@@ -144,6 +150,7 @@ STAGE_MODULES = {
     "report": "asrflow.report",
     "data_report": "asrflow.data_report",
     "release": "asrflow.release",
+    "search": "asrflow.search",
 }
 # Sub-commands that are no pipeline stage: no engine runs them, so they have no params keys or code deps.
 COMMAND_MODULES = {**STAGE_MODULES, "transcribe": "asrflow.transcribe"}

@@ -7,6 +7,8 @@ changes. A stage that reaches for an undeclared key gets a KeyError instead of a
 
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,8 @@ STAGE_PARAMS: dict[str, list[str]] = {
     "release": ["release", "train", "augment.mask_time_prob", "augment.mask_time_length", "corpus.language",
                 "corpus.name"],
     "data_report": ["folds.k"],
+    # Snakemake only (DVC searches with its experiment queue): every trial × fold's metrics into results/search.csv.
+    "search": ["search", "folds.k"],
 }
 
 
@@ -78,10 +82,30 @@ def validate(params: dict[str, Any], source: str = "params.yaml") -> dict[str, A
     if not errors and params["release"]["method"] not in ["best", *params["methods"]]:
         problems.append(f"release.method: {params['release']['method']!r} is not in methods {params['methods']}; the "
                         f"release refits a method cross-validation scored: one of those, or `best`")
+    if not errors and "search" in params:
+        problems += _search_problems(params["search"], params["train"])
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise ParamsError(f"{source} is invalid:\n{lines}")
     return params
+
+
+def reads(stage: str, method: str | None, key: str) -> bool:
+    """Whether `stage` (for `method`) reads the dotted `key`: one of its declared keys, or a key inside one."""
+    return any(key == k or key.startswith(f"{k}.") for k in stage_keys(stage, method))
+
+
+def _search_problems(search: dict[str, Any], train: dict[str, Any]) -> list[str]:
+    """A search trains a configured method (train.<method>) with settings its training reads, drawn from ranges."""
+    if search["method"] not in train:
+        return [f"search.method: train.{search['method']} is missing; the searched method needs its settings"]
+    problems = [f"search.space.{key}: the {search['method']} training does not read it; it reads "
+                f"{', '.join(stage_keys('train', search['method']))} (and the keys inside them)"
+                for key in search["space"] if not reads("train", search["method"], key)]
+    problems += [f"search.space.{key}: {kind} needs low < high, got {bounds}"
+                 for key, distribution in search["space"].items() for kind, bounds in distribution.items()
+                 if kind != "choice" and not bounds[0] < bounds[1]]
+    return problems
 
 
 def load_all(path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -131,6 +155,33 @@ def select(params: dict[str, Any], keys: list[str]) -> dict[str, Any]:
     return view
 
 
-def load_stage(path: str | Path, stage: str, method: str | None = None) -> dict[str, Any]:
-    """Validate the whole file, then return only what `stage` declares it reads."""
-    return select(load_all(path), stage_keys(stage, method))
+def parse_value(text: str) -> Any:
+    """A `--set` value: JSON (so 1e-05 is a number, as `json.dumps` writes it), else YAML (`q_proj`, `[q_proj]`)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return yaml.safe_load(text)
+
+
+def with_overrides(params: dict[str, Any], stage: str, method: str | None, overrides: list[str],
+                   source: str) -> dict[str, Any]:
+    """`params` with `KEY=VALUE` settings (a search trial's) put in, each KEY one that `stage` reads, re-validated."""
+    params = copy.deepcopy(params)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ParamsError(f"--set {item!r}: expected KEY=VALUE, e.g. train.full.lr=0.001")
+        if not reads(stage, method, key):
+            raise ParamsError(f"--set {key}: the {stage} stage does not read it; it reads "
+                              f"{', '.join(stage_keys(stage, method))} (and the keys inside them)")
+        _insert(params, key, parse_value(value))
+    return validate(params, f"{source} with --set {' '.join(overrides)}")
+
+
+def load_stage(path: str | Path, stage: str, method: str | None = None,
+               overrides: list[str] | None = None) -> dict[str, Any]:
+    """Validate the whole file (with `overrides`, see with_overrides), then return only what `stage` reads."""
+    params = load_all(path)
+    if overrides:
+        params = with_overrides(params, stage, method, overrides, str(path))
+    return select(params, stage_keys(stage, method))

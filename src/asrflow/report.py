@@ -5,6 +5,7 @@ Outputs (in `out_dir`):
 - `summary.csv`  one row per method (in params order): mean and sample std (ddof=1) across folds, per-fold CER
 - `summary.md`   the same numbers as a readable table, with what they mean
 - `summary.png`  CER per method: mean bar, std error bar, one point per fold
+- `summary.json` per method: the error rates' means and stds, and the mean dev CER (DVC `metrics`: `dvc exp show`)
 
 `methods` in params.yaml is authoritative: every declared method must have all k folds, and any other method
 directory under the metrics folder is ignored (it may be left over from an earlier configuration).
@@ -24,7 +25,7 @@ from matplotlib.figure import Figure
 
 from asrflow.config import load_stage
 from asrflow.errors import AsrflowError
-from asrflow.io import atomic_path, read_json, write_text
+from asrflow.io import atomic_path, read_json, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,19 @@ def summary_table(folds: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
     # LM aggregates are reported only when at least one method has them for every fold.
     lm_summary = [f"{m}_{stat}" for m in lm_columns for stat in ("mean", "std")]
     return summary.drop(columns=[c for c in lm_summary if summary[c].isna().all()])
+
+
+def summary_metrics(summary: pd.DataFrame, folds: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Per method, the cross-fold error rates and the mean dev CER, as `dvc metrics show`/`dvc exp show` read them:
+    experiments are compared on dev CER (the test speakers choose nothing), and timings are left out (never equal)."""
+    dev_cer = folds.groupby("method")["dev_cer"].mean()
+    metrics = {}
+    for _, row in summary.iterrows():
+        rates = {c: row[c] for c in summary.columns
+                 if c.split("_")[0] in ("cer", "wer") and c.endswith(("_mean", "_std"))}
+        values = {**rates, "dev_cer_mean": dev_cer[row["method"]]}
+        metrics[row["method"]] = {k: round(float(v), DECIMALS) for k, v in values.items() if not math.isnan(v)}
+    return metrics
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -163,7 +177,7 @@ def write_png(target: Path, fig: Figure) -> None:
 
 
 def report(metrics_dir: str | Path, out_dir: str | Path, methods: list[str], k: int) -> pd.DataFrame:
-    """Write folds.csv, summary.csv, summary.md and summary.png into `out_dir`; return the summary table."""
+    """Write folds.csv, summary.csv, summary.md, summary.png and summary.json into `out_dir`; return the summary."""
     out_dir = Path(out_dir)
     folds = folds_table(Path(metrics_dir), methods, k)
     summary = summary_table(folds, methods)
@@ -171,6 +185,7 @@ def report(metrics_dir: str | Path, out_dir: str | Path, methods: list[str], k: 
     write_csv(out_dir / "summary.csv", summary)
     write_text(out_dir / "summary.md", summary_markdown(summary, folds, k))
     write_png(out_dir / "summary.png", summary_figure(summary, folds))
+    write_json(out_dir / "summary.json", summary_metrics(summary, folds))
     log.info("report: %d method(s) × %d folds → %s", len(methods), k, out_dir)
     return summary
 

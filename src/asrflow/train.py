@@ -281,7 +281,7 @@ def train_fold(fold_dir: Path, speed_manifest: Path, base_dir: Path, method_name
 
 
 def run_cli(args: argparse.Namespace) -> None:
-    params = config.load_stage(args.params, "train", args.method)
+    params = config.load_stage(args.params, "train", args.method, overrides=args.set)
     processes = params["train"]["processes"]
     if processes > 1 and not distributed.launched_by_torchrun():
         relaunch_with_torchrun(processes, args.threads)

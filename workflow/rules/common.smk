@@ -9,6 +9,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 import asrflow.config as asrflow_config
+import asrflow.search as asrflow_search
 
 # Code each stage runs: its own module plus every asrflow module it imports, directly or not (a folder stands for
 # every .py file in it). Left out on purpose: config.py (what a stage reads from params.yaml is tracked as params), errors.py,
@@ -41,6 +42,7 @@ CODE = {
     "release": ["src/asrflow/release.py", "src/asrflow/train.py", "src/asrflow/model.py", "src/asrflow/batching.py",
                 "src/asrflow/methods", "src/asrflow/features.py", "src/asrflow/audio.py", "src/asrflow/folds.py",
                 "src/asrflow/manifest.py", "src/asrflow/resume.py", "src/asrflow/distributed.py"],
+    "search": ["src/asrflow/search.py", "src/asrflow/report.py"],
 }
 
 # How jobs run; never part of a result. threads for fine-tuning and evaluation come from params.yaml
@@ -60,6 +62,7 @@ RESOURCES = {
     "report": {"threads": 1, "mem_mb": 1000, "runtime": 10},
     "data_report": {"threads": 1, "mem_mb": 1000, "runtime": 10},
     "release": {"threads": "resources.threads", "mem_mb": 8000, "runtime": 240},
+    "search": {"threads": 1, "mem_mb": 1000, "runtime": 10},
 }
 
 def validate_params():
@@ -71,8 +74,9 @@ def validate_params():
 
 
 def method_pattern():
-    """The method wildcard matches only the methods declared in params.yaml."""
-    return "|".join(re.escape(method) for method in config["methods"])
+    """The method wildcard matches only the methods declared in params.yaml: the grid's and the searched one."""
+    searched = [config["search"]["method"]] if "search" in config else []
+    return "|".join(re.escape(method) for method in dict.fromkeys([*config["methods"], *searched]))
 
 
 def get_final_output():
@@ -117,19 +121,43 @@ def runtime(stage):
 
 
 def train_gpus():
-    """GPUs for one training job, from params.yaml `resources.gpus_per_train_job` (and `resources.gpu_model`): the
-    SLURM executor turns `gpu` and `gpu_model` into `sbatch --gpus=[model:]N`; 0 asks for none. A local run only
-    counts them against `--resources gpu=N` when one is given."""
+    """GPUs for one training job: `resources.gpus_per_process` for each of its `train.processes` data-parallel
+    processes (and `resources.gpu_model`). The SLURM executor turns `gpu` and `gpu_model` into
+    `sbatch --gpus=[model:]N`; 0 asks for none. A local run only counts them against `--resources gpu=N`."""
     settings = config.get("resources", {})
-    gpus = {"gpu": int(settings.get("gpus_per_train_job", 0))}
+    gpus = {"gpu": int(settings.get("gpus_per_process", 0)) * int(config["train"]["processes"])}
     if settings.get("gpu_model"):
         gpus["gpu_model"] = settings["gpu_model"]
     return gpus
 
 
 def corpus_folder():
-    """The corpus to import (corpus.path): data/raw/demo is made by the demo rule, any other folder must exist."""
-    return str(Path(config["corpus"]["path"]))
+    """The corpus to import (corpus.path): data/raw/demo is made by the demo rule, any other folder must exist.
+
+    A folder of your own is given as its files: a folder's mtime says nothing about its content (editing a transcript
+    in place leaves it alone), whereas per file Snakemake sees an added or removed file (the input list changed) and
+    an edited one (mtime, and checksum under --max-checksum-file-size) — as DVC sees them by hashing the folder."""
+    folder = Path(config["corpus"]["path"])
+    if config["corpus"]["format"] == "demo" or not folder.is_dir():
+        return str(folder)
+    return sorted(str(path) for path in folder.rglob("*") if path.is_file())
+
+
+def search_metrics():
+    """Every trial × fold evaluation of the random search (results/search/trial<n>/metrics/<method>/fold<k>)."""
+    search = config.get("search")
+    if not search:  # `asrflow search` then says how to declare one
+        return []
+    return expand("results/search/trial{trial}/metrics/{method}/fold{fold}", trial=range(search["trials"]),
+                  method=search["method"], fold=config["folds"]["ids"])
+
+
+def trial_settings(wildcards):
+    """`--set KEY=VALUE ...` of this trial: drawn from search.seed, the trial number and search.space, so a changed
+    space re-runs the trials whose settings it changes (Snakemake's params trigger) and adding trials keeps the rest."""
+    search = config["search"]
+    return asrflow_search.set_arguments(asrflow_search.draw_trial(search["space"], search["seed"],
+                                                                  int(wildcards.trial)))
 
 
 def all_metrics():

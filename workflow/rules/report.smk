@@ -10,6 +10,7 @@ rule report:
         summary="results/summary.csv",
         markdown="results/summary.md",
         plot="results/summary.png",
+        metrics="results/summary.json",
     params:
         stage_params("report"),
     log:

@@ -1,0 +1,300 @@
+"""Exact re-runs, on one real tiny run per engine: what a change re-runs (read from each engine's own dry run), the
+same seed giving the same results, push → fresh clone → pull with nothing to recompute, and the hyper-parameter search
+both ways (Snakemake's random search, DVC's experiment queue).
+
+The corpus is a folder of one's own (audiofolder, `dvc add`ed in the DVC project), as a user's would be: the demo's is
+made by a stage, so adding to it is no edit a user makes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from asrflow.search import draw_trial
+from conftest import BIN, ROOT, copy_project, dvc_stages, engine_env, read_params, run, tiny_params, write_params
+from test_engines import TARGET_RULES, Key, key
+
+pytestmark = pytest.mark.slow
+METHODS = ["full", "adapter"]
+K = 2
+TRIALS = 3
+LONG = 1800  # seconds: a whole tiny run on a busy 2-core machine
+
+
+# --- what each engine plans -------------------------------------------------------------------------------------
+
+def snakemake_plan(project: Path, *targets: str) -> set[Key]:
+    """The jobs `snakemake -n` lists (rule and wildcards), read from its own output."""
+    out = run([str(BIN / "snakemake"), "-n", *targets], project).stdout
+    jobs, rule, wildcards = set(), None, {}
+    for line in [*out.splitlines(), "rule end:"]:
+        if match := re.match(r"(?:local)?rule (\w+):$", line):
+            if rule and rule not in TARGET_RULES:
+                jobs.add(key(rule, wildcards))
+            rule, wildcards = match[1], {}
+        elif rule and (match := re.match(r"\s+wildcards: (.+)$", line)):
+            wildcards = dict(item.split("=", 1) for item in match[1].split(", "))
+    assert jobs or "Nothing to be done" in out, out
+    return jobs
+
+
+def dvc_plan(project: Path) -> set[Key]:
+    """The stages `dvc repro --dry --force-downstream` would run: those whose deps or params changed, and everything
+    downstream of them (as Snakemake's dry run assumes a re-run output changes)."""
+    out = run([str(BIN / "dvc"), "repro", "--dry", "--force-downstream"], project).stdout
+    names = {s["name"]: key(s["stage"], s["matrix"]) for s in dvc_stages(project)}
+    return {names[name] for name in re.findall(r"^Running stage '([^']+)':", out, re.M)}
+
+
+PLANS = {"snakemake": snakemake_plan, "dvc": dvc_plan}
+
+
+def grid(stage: str, methods: list[str] = METHODS) -> set[Key]:
+    return {key(stage, {"fold": fold, "method": method}) for fold in range(K) for method in methods}
+
+
+def single(*stages: str) -> set[Key]:
+    return {key(stage, {}) for stage in stages}
+
+
+AFTER_TRAINING = single("report", "release")  # release refits the method that came out best: every train key counts
+AFTER_NORMALIZE = (single("normalize", "split", "augment", "data_report") | {key("lm", {"fold": f}) for f in range(K)}
+                   | grid("train") | grid("evaluate") | AFTER_TRAINING)
+EXPECTED = {
+    "train.adapter.lr": grid("train", ["adapter"]) | grid("evaluate", ["adapter"]) | AFTER_TRAINING,
+    "text.lowercase": AFTER_NORMALIZE,
+    "one more utterance": single("import", "resample") | AFTER_NORMALIZE,
+}
+
+
+# --- changes a user makes ---------------------------------------------------------------------------------------
+
+def add_utterance(corpus: Path) -> None:
+    """One more recording of an existing speaker: an audio file beside its others, a row appended to metadata.csv."""
+    with (corpus / "metadata.csv").open(encoding="utf-8", newline="") as handle:
+        first = next(csv.DictReader(handle))
+    added = str(Path(first["file_name"]).with_name("added.wav"))
+    shutil.copy(corpus / first["file_name"], corpus / added)
+    with (corpus / "metadata.csv").open("a", encoding="utf-8", newline="") as handle:
+        csv.DictWriter(handle, fieldnames=list(first)).writerow({**first, "file_name": added})
+
+
+def apply_change(project: Path, change: str) -> None:
+    params = read_params(project)
+    if change == "train.adapter.lr":
+        params["train"]["adapter"]["lr"] *= 2
+    elif change == "text.lowercase":
+        params["text"]["lowercase"] = not params["text"]["lowercase"]
+    else:
+        add_utterance(project / "data/raw/corpus")
+    write_params(project, params)
+
+
+@contextlib.contextmanager
+def changed(project: Path, change: str) -> Iterator[None]:
+    """`change` made in `project`, then undone: params.yaml and the corpus restored byte for byte."""
+    corpus = project / "data/raw/corpus"
+    saved = {path: path.read_bytes() for path in (project / "params.yaml", corpus / "metadata.csv")}
+    before = set(corpus.rglob("*"))
+    try:
+        apply_change(project, change)
+        yield
+    finally:
+        for path in set(corpus.rglob("*")) - before:
+            path.unlink()
+        for path, content in saved.items():
+            path.write_bytes(content)
+
+
+# --- one real tiny run per engine -------------------------------------------------------------------------------
+
+def git(project: Path, *args: str) -> None:
+    run(["git", *args], project)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def git_identity() -> Iterator[None]:
+    """Commits (ours and DVC's experiments) need an author; CI machines may have none configured."""
+    with pytest.MonkeyPatch.context() as patch:
+        for role in ("AUTHOR", "COMMITTER"):
+            patch.setenv(f"GIT_{role}_NAME", "asrflow tests")
+            patch.setenv(f"GIT_{role}_EMAIL", "tests@asrflow.invalid")
+        yield
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny audiofolder corpus of one's own (made once by the demo synthesiser, then just a folder)."""
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
+    tiny_params(root)
+    run([str(BIN / "asrflow"), "demo", "--target", "corpus", "--source", "unused", "--threads", "1"], root)
+    return root / "corpus"
+
+
+def make_project(dest: Path, corpus: Path) -> Path:
+    """A tiny project over `corpus`: 2 folds × full and adapter, greedy decoding only (the n-gram LM has its own
+    tests), every job on every core (as DVC runs them: the same threads give the same floats)."""
+    project = copy_project(dest)
+    params = tiny_params(project, methods=METHODS, k=K)
+    params["corpus"].update(format="audiofolder", path="data/raw/corpus")
+    params["decode"]["beam"] = False
+    params["resources"]["threads"] = len(os.sched_getaffinity(0))
+    params["search"]["trials"] = TRIALS
+    write_params(project, params)
+    shutil.copytree(corpus, project / "data/raw/corpus")
+    return project
+
+
+@pytest.fixture(scope="module")
+def dvc_project(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Path:
+    """`dvc repro` of the tiny project, committed to git with its dvc.lock (the corpus `dvc add`ed, as data)."""
+    project = make_project(tmp_path_factory.mktemp("dvc") / "project", corpus)
+    run([str(BIN / "dvc"), "add", "-q", "data/raw/corpus"], project)
+    run([str(BIN / "dvc"), "repro"], project, timeout=LONG)
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "tiny run")
+    return project
+
+
+@pytest.fixture(scope="module")
+def smk_project(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Path:
+    project = make_project(tmp_path_factory.mktemp("smk") / "project", corpus)
+    run([str(BIN / "snakemake"), "--cores", "2"], project, timeout=LONG)
+    return project
+
+
+# --- the tests ----------------------------------------------------------------------------------------------------
+
+def test_the_same_seed_gives_the_same_results_in_two_runs(dvc_project: Path, smk_project: Path) -> None:
+    """Two runs from nothing (one per engine, same params and seed): the same numbers and the same weights."""
+    tables = [pd.read_csv(p / "results/folds.csv").drop(columns="train_seconds") for p in (dvc_project, smk_project)]
+    pd.testing.assert_frame_equal(*tables)
+    assert len(tables[0]) == K * len(METHODS)
+    assert (dvc_project / "results/summary.json").read_text() == (smk_project / "results/summary.json").read_text()
+    for model in sorted((dvc_project / "data/checkpoints").rglob("*.safetensors")):
+        twin = smk_project / model.relative_to(dvc_project)
+        assert model.read_bytes() == twin.read_bytes(), model.relative_to(dvc_project)
+
+
+@pytest.mark.parametrize("engine", list(PLANS))
+@pytest.mark.parametrize("change", list(EXPECTED))
+def test_a_change_re_runs_exactly_what_depends_on_it(change: str, engine: str,
+                                                     request: pytest.FixtureRequest) -> None:
+    project = request.getfixturevalue({"snakemake": "smk_project", "dvc": "dvc_project"}[engine])
+    plan = PLANS[engine]
+    with changed(project, change):
+        assert plan(project) == EXPECTED[change]
+    assert plan(project) == set(), "undone, the change leaves nothing to re-run"
+
+
+def test_push_then_pull_into_a_fresh_clone_leaves_nothing_to_recompute(dvc_project: Path) -> None:
+    run([str(BIN / "dvc"), "push", "-q"], dvc_project)
+    assert (dvc_project.parent / "asrflow-dvc-storage").is_dir(), "the default remote: a folder beside the clone"
+    clone = dvc_project.parent / "clone"
+    run(["git", "clone", "-q", str(dvc_project), str(clone)], dvc_project.parent)
+    assert not (clone / "data/checkpoints").exists()
+
+    out = run(["bash", "scripts/pull.sh"], clone, timeout=600).stdout
+    assert "Both engines are up to date" in out
+    assert "Data and pipelines are up to date" in run([str(BIN / "dvc"), "status"], clone).stdout
+    assert snakemake_plan(clone) == set()
+    for pulled in ["data/raw/corpus/metadata.csv", "data/models/base/model.safetensors",
+                   *(f"data/checkpoints/{m}/fold{f}/model.safetensors" for m in METHODS for f in range(K)),
+                   "results/metrics/adapter/fold1/metrics.json", "results/folds.csv", "results/summary.json"]:
+        assert (clone / pulled).read_bytes() == (dvc_project / pulled).read_bytes(), pulled
+
+    # Snakemake's metadata, recorded by the pull, still sees what a later change needs.
+    with changed(clone, "train.adapter.lr"):
+        assert snakemake_plan(clone) == dvc_plan(clone) == EXPECTED["train.adapter.lr"]
+        # A clone that does not match its dvc.lock is not declared up to date.
+        refused = subprocess.run(["bash", "scripts/pull.sh", "checkout"], cwd=clone, env=engine_env(),
+                                 capture_output=True, text=True)
+        assert refused.returncode == 1 and "run `dvc repro`" in refused.stderr, refused.stderr
+
+
+def test_dvc_accepts_what_snakemake_made(smk_project: Path) -> None:
+    """`dvc commit` records a Snakemake run in dvc.lock (to push it); DVC then finds every stage up to date."""
+    run([str(BIN / "dvc"), "commit", "-f", "-q"], smk_project)
+    assert "Data and pipelines are up to date" in run([str(BIN / "dvc"), "status"], smk_project).stdout
+
+
+@pytest.fixture(scope="module")
+def smk_search(smk_project: Path) -> pd.DataFrame:
+    """The random search declared in params.yaml (TRIALS trials of the adapter's lr), run by Snakemake."""
+    run([str(BIN / "snakemake"), "--cores", "2", "results/search.csv"], smk_project, timeout=LONG)
+    return pd.read_csv(smk_project / "results/search.csv")
+
+
+def test_snakemake_random_search_selects_by_dev_cer(smk_project: Path, smk_search: pd.DataFrame) -> None:
+    table = smk_search
+    search = read_params(smk_project)["search"]
+    drawn = [draw_trial(search["space"], search["seed"], trial) for trial in range(TRIALS)]
+    assert table["trial"].tolist() == list(range(TRIALS))
+    assert table["train.adapter.lr"].tolist() == [d["train.adapter.lr"] for d in drawn]
+    assert len(set(table["train.adapter.lr"])) == TRIALS
+    for trial, settings in enumerate(drawn):
+        dev_cers = []
+        for fold in range(K):
+            training = json.loads((smk_project / f"data/search/trial{trial}/checkpoints/adapter/fold{fold}"
+                                   / "training.json").read_text())
+            assert training["settings"]["adapter"]["lr"] == settings["train.adapter.lr"], "the trial's --set"
+            dev_cers.append(training["dev_cer"])
+        assert table.loc[trial, "dev_cer_mean"] == pytest.approx(sum(dev_cers) / K, abs=1e-4)
+    assert table["selected"].sum() == 1
+    assert table.loc[table["selected"], "dev_cer_mean"].item() == table["dev_cer_mean"].min()
+    assert table["cer_mean"].between(0, 2).all()
+
+    params = read_params(smk_project)
+    params["search"]["trials"] = TRIALS + 1
+    saved = (smk_project / "params.yaml").read_bytes()
+    write_params(smk_project, params)
+    try:  # one more trial runs that trial only, then the table again
+        new = {key(stage, {"fold": f, "method": "adapter", "trial": TRIALS}) for stage in ("search_train",
+               "search_evaluate") for f in range(K)}
+        assert snakemake_plan(smk_project, "results/search.csv") == new | single("search")
+    finally:
+        (smk_project / "params.yaml").write_bytes(saved)
+
+
+def test_dvc_experiment_queue_runs_trials_and_exp_show_lists_their_cer(dvc_project: Path,
+                                                                       smk_search: pd.DataFrame) -> None:
+    """The Snakemake search's trials again, queued as DVC experiments: `dvc exp show` lists each one's cross-fold CER,
+    the same numbers as results/search.csv. (`report` as the target: the release refit adds nothing here.)"""
+    dvc = str(BIN / "dvc")
+    lrs = smk_search["train.adapter.lr"].tolist()
+    for lr in lrs:
+        run([dvc, "exp", "run", "--queue", "-S", f"train.adapter.lr={lr}", "report"], dvc_project)
+    run([dvc, "queue", "start", "-j", "2"], dvc_project)
+    deadline = time.monotonic() + LONG
+    while re.search(r"\b(Queued|Running)\b", status := run([dvc, "queue", "status"], dvc_project).stdout):
+        assert time.monotonic() < deadline, status
+        time.sleep(5)
+    assert status.count("Success") == len(lrs), status
+
+    shown = json.loads(run([dvc, "exp", "show", "--json"], dvc_project).stdout)
+    trials = {}
+    for experiment in (e for commit in shown for e in commit.get("experiments") or []):
+        data = experiment["revs"][0]["data"]
+        lr = data["params"]["params.yaml"]["data"]["train"]["adapter"]["lr"]
+        trials[lr] = data["metrics"]["results/summary.json"]["data"]["adapter"]
+    assert sorted(trials) == sorted(lrs)
+    for _, trial in smk_search.iterrows():
+        metrics = trials[trial["train.adapter.lr"]]
+        for column in ("cer_mean", "cer_std", "dev_cer_mean"):
+            assert metrics[column] == pytest.approx(trial[column], abs=1e-4), (trial["trial"], column)
+    assert yaml.safe_load((dvc_project / "params.yaml").read_text())["train"]["adapter"]["lr"] not in lrs, \
+        "queued experiments leave the workspace alone"
