@@ -27,5 +27,6 @@ def test_dvc_repro_from_scratch_then_up_to_date(tmp_path: Path) -> None:
     tiny_params(project, methods=METHODS)
     run([str(BIN / "dvc"), "repro"], project, timeout=1200)
     check_summary(project, METHODS, k=2)
+    assert (project / "results/release/README.md").is_file(), "dvc repro runs every stage, the release too"
     status = run([str(BIN / "dvc"), "status"], project)
     assert "Data and pipelines are up to date" in status.stdout, status.stdout

@@ -12,7 +12,7 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 from asrflow.batching import collate, load_clips
 from asrflow.inference import load_for_inference, quantize_int8, serialized_bytes
 from asrflow.manifest import read_manifest
-from asrflow.model import transcribe_clips
+from asrflow.model import output_lengths, transcribe_clips
 
 from conftest import ALL_METHODS
 
@@ -31,11 +31,11 @@ def test_int8_models_transcribe_like_float32(tiny_run: Path, method: str) -> Non
     clips = load_clips(read_manifest(tiny_run / "data/processed/folds/fold0/test.csv"), lambda text: [])
     fp32, processor = load_for_inference(tiny_run / f"published/{method}")
     int8, _ = load_for_inference(tiny_run / f"published/{method}", int8=True)
-    batch = collate(clips)
+    inputs = {k: v for k, v in collate(clips).items() if k in ("input_values", "attention_mask")}
     with torch.inference_mode():
-        fp32_ids = fp32(input_values=batch["input_values"], attention_mask=batch["attention_mask"]).logits.argmax(-1)
-        int8_ids = int8(input_values=batch["input_values"], attention_mask=batch["attention_mask"]).logits.argmax(-1)
-    # Measured on this tiny model: 98–99 % of frames keep their best token.
-    assert (fp32_ids == int8_ids).float().mean() >= 0.9
+        fp32_probs, int8_probs = (model(**inputs).logits.softmax(-1) for model in (fp32, int8))
+    # Measured on these tiny models: at most 0.0012 apart on any frame and token.
+    assert (fp32_probs - int8_probs).abs().max() < 0.02
     hypotheses = transcribe_clips(int8, clips, processor, 60)
-    assert len(hypotheses) == len(clips) and any(hypotheses)
+    assert hypotheses == processor.batch_decode(
+        [row[:n].tolist() for row, n in zip(int8_probs.argmax(-1), output_lengths(int8, inputs["attention_mask"]))])

@@ -87,7 +87,7 @@ def test_model_card_carries_the_cross_fold_table(released: Path) -> None:
         assert f"| {fold['fold']} | {', '.join(fold['test_speakers'])} | {100 * fold['cer']:.1f} |" in card
     assert f"**{100 * cv['mean']['cer']:.1f} ± {100 * cv['std']['cer']:.1f}**" in card
     assert all(f"| {m}" in card for m in CV_METHODS)
-    assert ", ".join(info["speakers"]) in card and "## Limitations" in card and f"{info['epochs']} epochs" in card
+    assert ", ".join(info["speakers"]) in card and "## Limitations" in card and f"Epochs: {info['epochs']}," in card
 
 
 def test_choose_method_and_epochs() -> None:

@@ -149,24 +149,29 @@ def test_errors_name_the_file_and_the_fix(tiny_run: Path, recording: Path, tmp_p
     sf.write(blip, np.zeros(100, dtype=np.float32), 8000)
     assert "blip.wav" in refused(*model, str(blip))
     assert "not a model folder" in refused("--model", str(tmp_path), str(recording))
+    assert "--stride-seconds 10" in refused(*model, str(recording), "--chunk-seconds", "20", "--stride-seconds", "10")
     assert not (tmp_path / "out").exists(), "nothing is written when an input is refused"
 
 
 def test_lm_beam_search_is_the_pipeline_with_that_decoder(tiny_run: Path, talkative: Path, recording: Path,
                                                         tmp_path: Path) -> None:
+    """With --lm: the pipeline with the fold's pyctcdecode decoder (on 25 s in 10 s chunks: beam search is slow)."""
     from asrflow.decode import lm_decoder
 
+    excerpt = tmp_path / "excerpt.wav"
+    sf.write(excerpt, load_mono(recording)[: 25 * TARGET_RATE], TARGET_RATE)
     lm = tiny_run / "data/processed/lm/fold0"
-    out = tmp_path / "out"
-    stage(tiny_run, "transcribe", "--model", str(talkative), str(recording), "--out", str(out), "--lm", str(lm),
-          "--alpha", "0.8", "--beta", "1.0", "--chunk-seconds", str(CHUNK_SECONDS))
+    stage(tiny_run, "transcribe", "--model", str(talkative), str(excerpt), "--out", str(tmp_path), "--lm", str(lm),
+          "--alpha", "0.8", "--beta", "1.0", "--chunk-seconds", "10")
     model, processor = load_for_inference(talkative)
     decoder = lm_decoder(processor.tokenizer, lm)
     decoder.reset_params(alpha=0.8, beta=1.0)
     asr = pipeline("automatic-speech-recognition", model=model, tokenizer=processor.tokenizer,
                    feature_extractor=processor.feature_extractor, decoder=decoder, device="cpu")
     assert asr.type == "ctc_with_lm"
-    result = asr(load_mono(recording), chunk_length_s=CHUNK_SECONDS, return_timestamps="word")
-    words = read_words(out / "long.csv")
+    result = asr(load_mono(excerpt), chunk_length_s=10, return_timestamps="word")
+    words = read_words(tmp_path / "excerpt.csv")
     assert words and [(w.text, w.start, w.end) for w in words] == [
         (c["text"], round(float(c["timestamp"][0]), 3), round(float(c["timestamp"][1]), 3)) for c in result["chunks"]]
+    lm_words = set((lm / "text.txt").read_text(encoding="utf-8").split())
+    assert sum(w.text in lm_words for w in words) > len(words) / 2, "beam search prefers the LM's words"

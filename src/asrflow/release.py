@@ -188,8 +188,8 @@ Every method cross-validated (CER %, mean ± std over folds):
 | training time | {info['train_seconds']:.0f} s |
 
 ## Training settings
-{info['epochs']} epochs: the median of the folds' best epochs (early stopping on dev speakers), rounded up; no early
-stopping here, since no speaker is held out.
+Epochs: {info['epochs']}, the median of the folds' best epochs (early stopping on dev speakers), rounded up; no
+early stopping here, since no speaker is held out.
 ```yaml
 {settings}```
 

@@ -159,6 +159,14 @@ def check_inputs(model_dir: Path, files: list[Path]) -> None:
         stems[file.stem] = file
 
 
+def check_chunking(chunk_seconds: float, stride_seconds: float | None) -> None:
+    """The pipeline needs each chunk to hold new audio beyond the overlaps on both its sides."""
+    stride = chunk_seconds / 6 if stride_seconds is None else stride_seconds
+    if chunk_seconds <= 0 or stride < 0 or 2 * stride >= chunk_seconds:
+        raise TranscribeError(f"--chunk-seconds {chunk_seconds:g} with --stride-seconds {stride:g}: a chunk must be "
+                              f"longer than twice its overlap (e.g. --chunk-seconds 20 --stride-seconds 3)")
+
+
 def load_recording(path: Path) -> np.ndarray:
     samples = load_mono(path, TARGET_RATE)
     if len(samples) < MIN_SECONDS * TARGET_RATE:
@@ -173,6 +181,7 @@ def transcribe(model_dir: Path, files: list[Path], out_dir: Path, *, chunk_secon
     """Transcribe `files` into `out_dir` (see the module docstring; the arguments are `asrflow transcribe`'s
     options); returns each file's words."""
     check_inputs(model_dir, files)
+    check_chunking(chunk_seconds, stride_seconds)
     asr = make_pipeline(model_dir, int8, lm_dir, alpha, beta)
     results = {}
     for file in files:
