@@ -54,7 +54,9 @@ def test_release_refits_the_best_method_on_every_speaker(tiny_run: Path, release
     summary = pd.read_csv(released.parent / "summary.csv")
     folds = pd.read_csv(released.parent / "folds.csv")
     info = read_json(released / "release.json")
-    assert info["method"] == summary.loc[summary["cer_mean"].idxmin(), "method"]
+    dev_cer = folds.groupby("method", sort=False)["dev_cer"].mean()
+    assert info["method"] == dev_cer.idxmin(), "the dev speakers choose the method"
+    assert set(info["cross_validation"]["methods"]) == set(summary["method"])
     utterances = read_manifest(tiny_run / "data/processed/utts.csv")
     assert info["speakers"] == sorted({u.speaker for u in utterances}) and info["utterances"] == len(utterances)
     assert info["epochs"] == selected_epochs(folds, info["method"])
@@ -91,11 +93,13 @@ def test_model_card_carries_the_cross_fold_table(released: Path) -> None:
 
 
 def test_choose_method_and_epochs() -> None:
-    summary = pd.DataFrame({"method": ["full", "adapter", "lora"], "cer_mean": [0.3, 0.2, 0.2]})
-    assert choose_method(summary, "best") == "adapter"
-    assert choose_method(summary, "lora") == "lora"
+    # adapter has the lowest test CER, full the lowest dev CER: the dev speakers choose; lora ties full, comes later.
+    cv = pd.DataFrame({"method": ["full", "full", "adapter", "adapter", "lora", "lora"],
+                       "dev_cer": [0.30, 0.10, 0.25, 0.25, 0.10, 0.30], "cer": [0.4, 0.4, 0.1, 0.1, 0.4, 0.4]})
+    assert choose_method(cv, "best") == "full"
+    assert choose_method(cv, "lora") == "lora"
     with pytest.raises(ReleaseError, match="frozen"):
-        choose_method(summary, "frozen")
+        choose_method(cv, "frozen")
     folds = pd.DataFrame({"method": ["full"] * 4 + ["lora"] * 3, "best_epoch": [2, 3, 6, 8, 4, 1, 9]})
     assert selected_epochs(folds, "full") == 5  # median 4.5, rounded up
     assert selected_epochs(folds, "lora") == 4
