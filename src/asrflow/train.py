@@ -202,8 +202,9 @@ def _finish_epoch(task, dev: list, cfg: LoopConfig, state: LoopState, save_best:
                         "audio_seconds_per_second": round(speed, 2)})
     if curve_path is not None:
         _write_curve(curve_path, state.curve)
-    log.info("%s epoch %d/%d: loss %.3f, dev CER %.4f, WER %.4f%s, %.0f s audio/s", label, state.epoch,
-             cfg.max_epochs, loss, dev_cer, dev_wer, " (best)" if improved else "", speed)
+    scores = f"dev CER {dev_cer:.4f}, WER {dev_wer:.4f}" if dev else "no dev speakers"
+    log.info("%s epoch %d/%d: loss %.3f, %s%s, %.0f s audio/s", label, state.epoch, cfg.max_epochs, loss, scores,
+             " (best)" if improved else "", speed)
 
 
 def training_set(train: list[Utterance], speed_copies: list[Utterance]) -> list[Utterance]:
