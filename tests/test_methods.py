@@ -18,7 +18,7 @@ from asrflow import methods
 from asrflow.batching import load_clips
 from asrflow.io import read_json
 from asrflow.manifest import read_manifest
-from asrflow.model import make_processor, resolve_base
+from asrflow.model import compute_device, make_processor, on_model_device, resolve_base
 
 from conftest import ALL_METHODS
 
@@ -177,3 +177,12 @@ def test_cached_conv_features_give_the_models_own_outputs(tiny_run: Path, method
     assert cached.transcribe(features, 30) == AudioTask(model, processor).transcribe(clips, 30)
     assert any(p.requires_grad for p in model.parameters())
     assert "_Lookup" not in repr(model), "the feature encoder is restored after each call"
+
+
+def test_batches_follow_the_model_to_its_device() -> None:
+    """On a GPU machine the model sits on CUDA and every batch must follow it; `meta` stands in for a second device."""
+    model = torch.nn.Linear(2, 2, device="meta")
+    batch = on_model_device({"input_values": torch.zeros(1, 2), "labels": torch.ones(1, 3, dtype=torch.long)}, model)
+    assert {t.device.type for t in batch.values()} == {"meta"}
+    assert batch["labels"].dtype == torch.long
+    assert compute_device().type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase, Wav2Vec2Processor
 
 from asrflow.batching import Clip, collate, sequential_batches
 from asrflow.lm import ARPA_FILE, BINARY_FILE, LMError
-from asrflow.model import greedy_decode, output_lengths
+from asrflow.model import greedy_decode, on_model_device, output_lengths
 from asrflow.train import error_rates
 
 
@@ -60,10 +60,10 @@ def frame_logits(model: torch.nn.Module, clips: list[Clip], batch_seconds: float
     logits: list[np.ndarray] = [np.empty(0)] * len(clips)
     with torch.inference_mode():
         for batch_ids in sequential_batches([c.n_samples for c in clips], batch_seconds):
-            batch = collate([clips[i] for i in batch_ids])
+            batch = on_model_device(collate([clips[i] for i in batch_ids]), model)
             out = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"]).logits
             for index, row, n in zip(batch_ids, out, output_lengths(model, batch["attention_mask"]).tolist()):
-                logits[index] = row[:n].float().numpy()
+                logits[index] = row[:n].float().cpu().numpy()
     return logits
 
 

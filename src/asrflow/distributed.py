@@ -34,6 +34,8 @@ def init_from_environment() -> None:
     """Join the process group torchrun set up (env:// rendezvous)."""
     if launched_by_torchrun() and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":  # one GPU per process, the one asrflow.model.compute_device picks
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         dist.init_process_group(backend=backend)
 
 
@@ -47,11 +49,17 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
         param.grad /= world_size()
 
 
+def _collective_device() -> torch.device:
+    """NCCL reduces tensors on the GPU only; gloo on the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
 def mean(value: float) -> float:
     """The mean of `value` over processes (NaN-aware: a process with an empty shard reports NaN)."""
     if world_size() == 1:
         return value
-    pair = torch.tensor([0.0 if value != value else value, 0.0 if value != value else 1.0], dtype=torch.float64)
+    pair = torch.tensor([0.0 if value != value else value, 0.0 if value != value else 1.0], dtype=torch.float64,
+                        device=_collective_device())
     dist.all_reduce(pair, op=dist.ReduceOp.SUM)
     return float(pair[0] / pair[1]) if pair[1] else float("nan")
 
@@ -60,6 +68,6 @@ def broadcast(value: int) -> int:
     """The first process's `value`, on every process (e.g. the early-stopping counter)."""
     if world_size() == 1:
         return value
-    tensor = torch.tensor([value], dtype=torch.long)
+    tensor = torch.tensor([value], dtype=torch.long, device=_collective_device())
     dist.broadcast(tensor, src=0)
     return int(tensor.item())

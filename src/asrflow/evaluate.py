@@ -29,6 +29,7 @@ from asrflow.batching import load_clips
 from asrflow.decode import beam_decode, frame_logits, greedy_transcripts, lm_decoder, tune
 from asrflow.io import atomic_path, read_json, write_json
 from asrflow.manifest import Utterance, read_manifest
+from asrflow.model import compute_device
 from asrflow.train import error_rates
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def evaluate(fold_dir: Path, model_dir: Path, method_name: str, eval_cfg: dict, 
              out_dir: Path, publish_dir: Path) -> dict:
     info = read_json(model_dir / "training.json")
     processor = Wav2Vec2Processor.from_pretrained(model_dir)
-    model = methods.get(method_name).load(model_dir, info["language"])
+    model = methods.get(method_name).load(model_dir, info["language"]).to(compute_device())
     utterances = read_manifest(fold_dir / "test.csv")
     logits = logits_of(model, utterances, eval_cfg)  # once, for greedy and LM decoding alike
     rows = pd.DataFrame({"utt_id": [u.utt_id for u in utterances], "speaker": [u.speaker for u in utterances],

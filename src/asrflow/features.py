@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from asrflow.batching import Clip, sequential_batches
 from asrflow.io import atomic_path
-from asrflow.model import greedy_decode, output_lengths
+from asrflow.model import greedy_decode, on_model_device, output_lengths
 
 CACHE_ENV = "ASRFLOW_CACHE"
 DEFAULT_CACHE = Path("data/cache/features")
@@ -139,15 +139,17 @@ class ConvCachedTask:
 
     def _compute(self, clip: Clip) -> torch.Tensor:
         with torch.inference_mode():
-            return self.wav2vec2.feature_extractor(torch.from_numpy(clip.samples)[None])[0].transpose(0, 1).clone()
+            audio = torch.from_numpy(clip.samples)[None].to(next(self.model.parameters()).device)
+            return self.wav2vec2.feature_extractor(audio)[0].transpose(0, 1).cpu().clone()
 
     def prepare(self, clips: list[Clip]) -> list[FeatureClip]:
         return cached_features(clips, self.directory, self._compute)
 
     def _forward(self, clips: list[FeatureClip], **extra: torch.Tensor):
         features, _ = pad_features(clips)
-        with conv_output(self.model, features):
-            return self.model(**conv_inputs(clips), **extra)
+        inputs = on_model_device({"features": features, **conv_inputs(clips), **extra}, self.model)
+        with conv_output(self.model, inputs.pop("features")):
+            return self.model(**inputs)
 
     def loss(self, clips: list[FeatureClip]) -> torch.Tensor:
         return self._forward(clips, labels=pad_labels(clips)).loss

@@ -7,6 +7,7 @@ pickle or with trust_remote_code.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -42,6 +43,20 @@ def resolve_base(base_dir: str | Path) -> str:
     return str(base_dir)
 
 
+def compute_device() -> torch.device:
+    """Where models train and infer: this process's GPU when CUDA is there (under torchrun, its LOCAL_RANK's),
+    else the CPU. Not a param: it changes the speed, not what is computed (beyond floating-point order)."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def on_model_device(tensors: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A batch moved to wherever `model`'s weights are (a no-op on the CPU)."""
+    device = next(model.parameters()).device
+    return {name: tensor.to(device) for name, tensor in tensors.items()}
+
+
 def output_lengths(model: torch.nn.Module, attention_mask: torch.Tensor) -> torch.Tensor:
     """Frames the CTC head emits for each (unpadded) input."""
     return model._get_feat_extract_output_lengths(attention_mask.sum(-1)).long()
@@ -60,7 +75,7 @@ def transcribe_clips(model: torch.nn.Module, clips: list[Clip], processor: Wav2V
     hypotheses: list[str] = [""] * len(clips)
     with torch.inference_mode():
         for batch_ids in sequential_batches([len(c.samples) for c in clips], batch_seconds):
-            batch = collate([clips[i] for i in batch_ids])
+            batch = on_model_device(collate([clips[i] for i in batch_ids]), model)
             logits = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"]).logits
             texts = greedy_decode(logits, output_lengths(model, batch["attention_mask"]), processor)
             for index, text in zip(batch_ids, texts):
@@ -78,7 +93,7 @@ class AudioTask:
         return clips
 
     def loss(self, clips: list[Clip]) -> torch.Tensor:
-        return self.model(**collate(clips)).loss
+        return self.model(**on_model_device(collate(clips), self.model)).loss
 
     def transcribe(self, clips: list[Clip], batch_seconds: float) -> list[str]:
         return transcribe_clips(self.model, clips, self.processor, batch_seconds)

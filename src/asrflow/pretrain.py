@@ -22,7 +22,7 @@ from asrflow.batching import bucket_batches, load_clips
 from asrflow.corpus.audiofolder import import_audiofolder
 from asrflow.folds import build_vocab
 from asrflow.io import atomic_path, read_json, write_json
-from asrflow.model import POINTER, AudioTask, make_processor
+from asrflow.model import POINTER, AudioTask, compute_device, make_processor
 from asrflow.text import normalise
 from asrflow.train import LoopConfig, fit, seed_everything, split_alignable
 
@@ -79,7 +79,7 @@ def pretrain_demo(source_dir: Path, cfg: dict, out_dir: Path) -> dict:
     dev_utts, train_utts = shuffled[:n_dev], shuffled[n_dev:]
     vocab = build_vocab([u.text for u in train_utts])
     processor = make_processor(vocab)
-    model = Wav2Vec2ForCTC(demo_config(cfg, len(vocab)))
+    model = Wav2Vec2ForCTC(demo_config(cfg, len(vocab))).to(compute_device())
 
     def encode(text: str) -> list[int]:
         return processor.tokenizer(text).input_ids

@@ -31,7 +31,7 @@ from asrflow.errors import AsrflowError
 from asrflow.folds import build_vocab
 from asrflow.io import atomic_path, write_json
 from asrflow.manifest import Utterance, read_manifest, total_seconds
-from asrflow.model import make_processor, resolve_base
+from asrflow.model import compute_device, make_processor, resolve_base
 from asrflow.train import fit, loop_config, model_overrides, seed_everything, split_alignable, training_set
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def refit(method_name: str, utterances: list[Utterance], speed_copies: list[Utte
     processor = make_processor(vocab)
     seed_everything(train_cfg["seed"])
     model = method.prepare(resolve_base(base_dir), vocab, model_overrides(params["augment"], vocab),
-                           train_cfg[method_name], language)
+                           train_cfg[method_name], language).to(compute_device())
     clips, dropped = split_alignable(model, load_clips(training_set(utterances, speed_copies),
                                                        lambda text: processor.tokenizer(text).input_ids))
     trainable, total = methods.count_parameters(model)

@@ -35,7 +35,7 @@ from asrflow.batching import Clip, bucket_batches, load_clips
 from asrflow.errors import AsrflowError
 from asrflow.io import atomic_path, read_json, write_json
 from asrflow.manifest import Utterance, read_manifest, total_seconds
-from asrflow.model import make_processor, resolve_base
+from asrflow.model import compute_device, make_processor, resolve_base
 from asrflow.resume import Checkpoints, LoopState, fingerprint, resume_dir
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ def train_fold(fold_dir: Path, speed_manifest: Path, base_dir: Path, method_name
     processor = make_processor(vocab)
     seed_everything(train_cfg["seed"])
     model = method.prepare(resolve_base(base_dir), vocab, model_overrides(augment_cfg, vocab), train_cfg[method_name],
-                           language)
+                           language).to(compute_device())
 
     def encode(text: str) -> list[int]:
         return processor.tokenizer(text).input_ids

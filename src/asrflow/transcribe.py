@@ -33,6 +33,7 @@ from asrflow.decode import lm_decoder
 from asrflow.errors import AsrflowError
 from asrflow.inference import load_for_inference
 from asrflow.io import atomic_path, write_text
+from asrflow.model import compute_device
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,8 @@ def make_pipeline(model_dir: Path, int8: bool, lm_dir: Path | None, alpha: float
         decoder.reset_params(alpha=alpha, beta=beta)
         decoding["decoder"] = decoder
     return pipeline("automatic-speech-recognition", model=model, tokenizer=processor.tokenizer,
-                    feature_extractor=processor.feature_extractor, device="cpu", pipeline_class=ProgressPipeline,
+                    feature_extractor=processor.feature_extractor, pipeline_class=ProgressPipeline,
+                    device="cpu" if int8 else compute_device(),  # int8 (dynamic quantisation) is CPU-only
                     **decoding)
 
 

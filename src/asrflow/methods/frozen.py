@@ -18,7 +18,7 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
 from asrflow.batching import Clip, sequential_batches
 from asrflow.features import FeatureClip, cache_dir, cached_features, pad_features, pad_labels
 from asrflow.methods.full import AudioMethod, load_with_new_head
-from asrflow.model import greedy_decode
+from asrflow.model import greedy_decode, on_model_device
 
 
 class _Captured(Exception):
@@ -65,13 +65,14 @@ class TopLayersTask:
         self.model.eval()
         try:
             with torch.inference_mode():
-                captured["features"] = self.model.wav2vec2(torch.from_numpy(clip.samples)[None]).last_hidden_state
+                audio = torch.from_numpy(clip.samples)[None].to(self.model.device)
+                captured["features"] = self.model.wav2vec2(audio).last_hidden_state
         except _Captured:
             pass
         finally:
             if hook is not None:
                 hook.remove()
-        return captured["features"][0].clone()
+        return captured["features"][0].cpu().clone()
 
     def prepare(self, clips: list[Clip]) -> list[FeatureClip]:
         return cached_features(clips, self.directory, self._compute)
@@ -83,7 +84,7 @@ class TopLayersTask:
         masked = _compute_mask_indices(tuple(features.shape[:2]), mask_prob=config.mask_time_prob,
                                        mask_length=config.mask_time_length, attention_mask=mask,
                                        min_masks=config.mask_time_min_masks)
-        return features.masked_fill(torch.from_numpy(masked)[..., None], 0.0)
+        return features.masked_fill(torch.from_numpy(masked).to(features.device)[..., None], 0.0)
 
     def _logits(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         hidden = features
@@ -96,10 +97,12 @@ class TopLayersTask:
         return self.model.lm_head(self.model.dropout(hidden))
 
     def loss(self, clips: list[FeatureClip]) -> torch.Tensor:
-        features, mask = pad_features(clips)
+        batch = on_model_device(dict(zip(("features", "mask"), pad_features(clips)), labels=pad_labels(clips)),
+                                self.model)
+        features, mask = batch["features"], batch["mask"]
         logits = self._logits(self._mask_time(features, mask), mask)
         config = self.model.config
-        return self.model.loss_function(logits=logits, labels=pad_labels(clips), logit_lengths=mask.sum(-1),
+        return self.model.loss_function(logits=logits, labels=batch["labels"], logit_lengths=mask.sum(-1),
                                         blank_token_id=config.pad_token_id, reduction=config.ctc_loss_reduction,
                                         zero_infinity=config.ctc_zero_infinity)
 
@@ -108,7 +111,9 @@ class TopLayersTask:
         hypotheses = [""] * len(clips)
         with torch.inference_mode():
             for batch_ids in sequential_batches([c.n_samples for c in clips], batch_seconds):
-                features, mask = pad_features([clips[i] for i in batch_ids])
+                batch = on_model_device(dict(zip(("features", "mask"), pad_features([clips[i] for i in batch_ids]))),
+                                        self.model)
+                features, mask = batch["features"], batch["mask"]
                 for index, text in zip(batch_ids, greedy_decode(self._logits(features, mask), mask.sum(-1),
                                                                 self.processor)):
                     hypotheses[index] = text
