@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from asrflow.batching import Clip, sequential_batches
 from asrflow.io import atomic_path
-from asrflow.model import greedy_decode, on_model_device, output_lengths
+from asrflow.model import greedy_decode, model_device, on_model_device, output_lengths
 
 CACHE_ENV = "ASRFLOW_CACHE"
 DEFAULT_CACHE = Path("data/cache/features")
@@ -139,7 +139,7 @@ class ConvCachedTask:
 
     def _compute(self, clip: Clip) -> torch.Tensor:
         with torch.inference_mode():
-            audio = torch.from_numpy(clip.samples)[None].to(next(self.model.parameters()).device)
+            audio = torch.from_numpy(clip.samples)[None].to(model_device(self.model))
             return self.wav2vec2.feature_extractor(audio)[0].transpose(0, 1).cpu().clone()
 
     def prepare(self, clips: list[Clip]) -> list[FeatureClip]:

@@ -51,9 +51,14 @@ def compute_device() -> torch.device:
     return torch.device("cpu")
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where `model`'s weights are (also for a peft-wrapped model)."""
+    return next(model.parameters()).device
+
+
 def on_model_device(tensors: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A batch moved to wherever `model`'s weights are (a no-op on the CPU)."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     return {name: tensor.to(device) for name, tensor in tensors.items()}
 
 

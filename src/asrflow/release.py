@@ -32,6 +32,7 @@ from asrflow.folds import build_vocab
 from asrflow.io import atomic_path, write_json
 from asrflow.manifest import Utterance, read_manifest, total_seconds
 from asrflow.model import compute_device, make_processor, resolve_base
+from asrflow.report import mean_dev_cer
 from asrflow.train import fit, loop_config, model_overrides, seed_everything, split_alignable, training_set
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
 def choose_method(folds: pd.DataFrame, wanted: str) -> str:
     """`wanted`, or with `best` the method of the lowest mean dev CER across folds (the first of equals, in the
     table's order). Dev speakers, not test speakers, choose: the test CER stays an unbiased estimate."""
-    dev_cer = folds.groupby("method", sort=False)["dev_cer"].mean()
+    dev_cer = mean_dev_cer(folds)
     if wanted == "best":
         return str(dev_cer.idxmin())
     if wanted not in dev_cer:
@@ -111,7 +112,7 @@ def cross_validation(summary: pd.DataFrame, folds: pd.DataFrame, method: str) ->
     """The released method's cross-validated scores: per fold, and mean ± std across folds (from the report)."""
     rows = folds[folds["method"] == method]
     scores = [c for c in SCORES if c in rows and rows[c].notna().all()]
-    dev_cer = folds.groupby("method")["dev_cer"].mean()
+    dev_cer = mean_dev_cer(folds)
     overall = summary.set_index("method").loc[method]
     return {"k": len(rows),
             "folds": [{"fold": int(r["fold"]), "test_speakers": str(r["test_speakers"]).split(),

@@ -95,10 +95,16 @@ def summary_table(folds: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
     return summary.drop(columns=[c for c in lm_summary if summary[c].isna().all()])
 
 
+def mean_dev_cer(folds: pd.DataFrame) -> pd.Series:
+    """Per method (in the table's order), the dev CER at the best epoch averaged over folds: what chooses between
+    methods and settings, so that the test speakers only ever score."""
+    return folds.groupby("method", sort=False)["dev_cer"].mean()
+
+
 def summary_metrics(summary: pd.DataFrame, folds: pd.DataFrame) -> dict[str, dict[str, float]]:
     """Per method, the cross-fold error rates and the mean dev CER, as `dvc metrics show`/`dvc exp show` read them:
     experiments are compared on dev CER (the test speakers choose nothing), and timings are left out (never equal)."""
-    dev_cer = folds.groupby("method")["dev_cer"].mean()
+    dev_cer = mean_dev_cer(folds)
     metrics = {}
     for _, row in summary.iterrows():
         rates = {c: row[c] for c in summary.columns

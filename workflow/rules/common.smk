@@ -41,7 +41,8 @@ CODE = {
     "data_report": ["src/asrflow/data_report.py", "src/asrflow/manifest.py"],
     "release": ["src/asrflow/release.py", "src/asrflow/train.py", "src/asrflow/model.py", "src/asrflow/batching.py",
                 "src/asrflow/methods", "src/asrflow/features.py", "src/asrflow/audio.py", "src/asrflow/folds.py",
-                "src/asrflow/manifest.py", "src/asrflow/resume.py", "src/asrflow/distributed.py"],
+                "src/asrflow/manifest.py", "src/asrflow/resume.py", "src/asrflow/distributed.py",
+                "src/asrflow/report.py"],
     "search": ["src/asrflow/search.py", "src/asrflow/report.py"],
 }
 

@@ -18,7 +18,7 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
 from asrflow.batching import Clip, sequential_batches
 from asrflow.features import FeatureClip, cache_dir, cached_features, pad_features, pad_labels
 from asrflow.methods.full import AudioMethod, load_with_new_head
-from asrflow.model import greedy_decode, on_model_device
+from asrflow.model import greedy_decode, model_device
 
 
 class _Captured(Exception):
@@ -65,7 +65,7 @@ class TopLayersTask:
         self.model.eval()
         try:
             with torch.inference_mode():
-                audio = torch.from_numpy(clip.samples)[None].to(self.model.device)
+                audio = torch.from_numpy(clip.samples)[None].to(model_device(self.model))
                 captured["features"] = self.model.wav2vec2(audio).last_hidden_state
         except _Captured:
             pass
@@ -96,13 +96,18 @@ class TopLayersTask:
                 hidden = self.model.wav2vec2.encoder.layer_norm(hidden)
         return self.model.lm_head(self.model.dropout(hidden))
 
+    def _padded(self, clips: list[FeatureClip]) -> tuple[torch.Tensor, torch.Tensor]:
+        """pad_features on the model's device."""
+        device = model_device(self.model)
+        features, mask = pad_features(clips)
+        return features.to(device), mask.to(device)
+
     def loss(self, clips: list[FeatureClip]) -> torch.Tensor:
-        batch = on_model_device(dict(zip(("features", "mask"), pad_features(clips)), labels=pad_labels(clips)),
-                                self.model)
-        features, mask = batch["features"], batch["mask"]
+        features, mask = self._padded(clips)
         logits = self._logits(self._mask_time(features, mask), mask)
         config = self.model.config
-        return self.model.loss_function(logits=logits, labels=batch["labels"], logit_lengths=mask.sum(-1),
+        return self.model.loss_function(logits=logits, labels=pad_labels(clips).to(mask.device),
+                                        logit_lengths=mask.sum(-1),
                                         blank_token_id=config.pad_token_id, reduction=config.ctc_loss_reduction,
                                         zero_infinity=config.ctc_zero_infinity)
 
@@ -111,9 +116,7 @@ class TopLayersTask:
         hypotheses = [""] * len(clips)
         with torch.inference_mode():
             for batch_ids in sequential_batches([c.n_samples for c in clips], batch_seconds):
-                batch = on_model_device(dict(zip(("features", "mask"), pad_features([clips[i] for i in batch_ids]))),
-                                        self.model)
-                features, mask = batch["features"], batch["mask"]
+                features, mask = self._padded([clips[i] for i in batch_ids])
                 for index, text in zip(batch_ids, greedy_decode(self._logits(features, mask), mask.sum(-1),
                                                                 self.processor)):
                     hypotheses[index] = text
