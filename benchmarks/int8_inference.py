@@ -95,7 +95,7 @@ def main() -> None:
         parser.error(f"{args.model}: no model there; run `make demo` first, or pass --model and --manifest")
     torch.set_num_threads(args.threads)
     model, processor = load_for_inference(args.model)
-    clips = load_clips(read_manifest(args.manifest), lambda text: [])
+    clips = load_clips(read_manifest(args.manifest), lambda text: [], processor.feature_extractor)
     print(f"torch {torch.__version__}, {args.threads} thread(s), quantized engine {torch.backends.quantized.engine}, "
           f"median of {args.repeats}")
     report(f"{args.model}", compare(model, processor, clips, args.repeats, args.batch_seconds), clips, True)

@@ -31,9 +31,11 @@ from transformers import Trainer, TrainingArguments, Wav2Vec2ForCTC
 from asrflow import methods
 from asrflow.audio import load_mono
 from asrflow.batching import bucket_batches, load_clips
+from asrflow.checkpoint import DESCRIPTION, describe, open_base
 from asrflow.corpus.audiofolder import import_audiofolder
 from asrflow.corpus.demo import synthesise_demo
 from asrflow.folds import build_vocab
+from asrflow.io import write_json
 from asrflow.model import make_processor
 from asrflow.pretrain import demo_config
 from asrflow.train import LoopConfig, fit
@@ -55,7 +57,9 @@ def make_data(root: Path) -> tuple[list, object, Path]:
     torch.manual_seed(0)
     Wav2Vec2ForCTC(demo_config(TINY, len(vocab))).save_pretrained(base)
     processor.save_pretrained(base)
-    clips = load_clips(utterances, lambda t: processor.tokenizer(t).input_ids, reader=load_mono)
+    write_json(base / DESCRIPTION, {"path": None, **describe(base)})  # as the pretrain stage describes a base
+    clips = load_clips(utterances, lambda t: processor.tokenizer(t).input_ids, processor.feature_extractor,
+                       reader=load_mono)
     return clips, processor, base
 
 
@@ -75,9 +79,10 @@ def audio_seconds(clips: list) -> float:
 
 def asrflow_epochs(method: str, clips: list, processor, base: Path, epochs: int, batch_seconds: float) -> list[float]:
     """Seconds of audio per second for each epoch of asrflow's loop (dev evaluation excluded)."""
-    model = methods.get(method).prepare(str(base), processor.tokenizer.get_vocab(), {"mask_time_prob": 0.0},
+    described = open_base(base)
+    model = methods.get(method).prepare(described, processor.tokenizer.get_vocab(), {"mask_time_prob": 0.0},
                                         {"train_top_layers": 0}, "sw")
-    task = methods.get(method).task(model, processor, {"train_top_layers": 0})
+    task = methods.get(method).task(model, processor, {"train_top_layers": 0}, described)
     durations: list[float] = []
     original = task.transcribe
     task.transcribe = lambda dev, seconds: []  # dev scoring is not training throughput
@@ -138,7 +143,7 @@ def trainer_epochs(method: str, clips: list, processor, base: Path, epochs: int,
     model.freeze_feature_encoder()
     if method == "frozen":
         model.freeze_base_model()
-    dataset = Dataset.from_dict({"input_values": [c.samples.tolist() for c in clips],
+    dataset = Dataset.from_dict({"input_values": [c.inputs.tolist() for c in clips],
                                  "labels": [c.labels for c in clips],
                                  "input_length": [c.n_samples for c in clips]})
     args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=TRAINER_BATCH,

@@ -24,6 +24,7 @@ from asrflow.folds import build_vocab
 from asrflow.io import read_json, write_json
 from asrflow.manifest import (BadItemError, ManifestError, Rejects, Utterance, read_manifest, read_rejects,
                               write_manifest)
+from asrflow.checkpoint import DESCRIPTION, describe
 from asrflow.model import AudioTask, make_processor
 from asrflow.text import normalise_all
 from asrflow.train import LoopConfig, TrainingError, fit, train_fold
@@ -287,6 +288,7 @@ def tiny_base(path: Path, vocab_size: int = 8) -> Path:
                             num_conv_pos_embedding_groups=2, do_stable_layer_norm=True, feat_extract_norm="layer")
     torch.manual_seed(0)
     Wav2Vec2ForCTC(config).save_pretrained(path, safe_serialization=True)
+    write_json(path / DESCRIPTION, {"path": None, **describe(path)})  # what the pretrain stage writes
     return path
 
 
@@ -303,7 +305,8 @@ def test_a_clip_too_short_for_its_transcript_is_rejected_with_the_reason(tmp_pat
     write_manifest(tmp_path / "speed.csv", [])
     params = {"train": {"seed": 0, "max_epochs": 1, "patience": 1, "batch_seconds": 10, "warmup_steps": 1,
                         "grad_clip": 1.0, "scratch": {"lr": 1e-3, "freeze_feature_encoder": False}},
-              "augment": {"mask_time_prob": 0.0, "mask_time_length": 2}, "corpus": {"language": "xx"}}
+              "augment": {"mask_time_prob": 0.0, "mask_time_length": 2}, "corpus": {"language": "xx"},
+              "model": {"base_language": None}}
     train_fold(fold, tmp_path / "speed.csv", tiny_base(tmp_path / "base"), "scratch", params, tmp_path / "model",
                tmp_path / "curve.csv")
     info = read_json(tmp_path / "model/training.json")
@@ -322,7 +325,8 @@ def test_a_non_finite_loss_stops_training_naming_the_batch(tmp_path: Path) -> No
     samples = tone(1.0)
     broken = samples.copy()
     broken[:50] = math.nan  # what a decoder bug or an exploding model would feed the loss
-    clips = [Clip("fine", "s", "ta", samples, labels), Clip("poisoned", "s", "ta", broken, labels)]
+    clips = [Clip("fine", "s", "ta", samples, labels, len(samples)), Clip("poisoned", "s", "ta", broken, labels,
+                                                                          len(broken))]
     loop = LoopConfig(lr=1e-3, max_epochs=1, patience=1, batch_seconds=10, warmup_steps=0, grad_clip=1.0, seed=0)
     with pytest.raises(TrainingError, match=r"non-finite CTC loss \(nan\) on the batch of utterances \['fine', "
                                             r"'poisoned'\]|non-finite CTC loss \(nan\) on the batch of utterances "

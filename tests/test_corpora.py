@@ -19,7 +19,7 @@ from asrflow import cli
 from asrflow.corpus import import_corpus
 from asrflow.features import CACHE_ENV
 from asrflow.manifest import ManifestError, Rejects, read_manifest, read_rejects
-from asrflow.model import resolve_base
+from asrflow.checkpoint import open_base
 
 from conftest import ROOT, tiny_params
 from corpus_fixtures import WRITERS, Row, tone
@@ -44,7 +44,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Row], Path]:
         for row in csv.DictReader(handle):
             samples, rate = sf.read(project / "target" / row["file_name"], dtype="float32")
             rows.append(Row(Path(row["file_name"]).stem, row["speaker_id"], row["transcription"], samples, rate))
-    return rows, Path(resolve_base(project / "base"))
+    return rows, open_base(project / "base").directory
 
 
 # Each writes `rows` plus planted bad rows in its format; returns the importer settings, how many rows the corpus

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
-from asrflow.batching import collate, load_clips
+from asrflow.batching import InputSpec, collate, for_model, load_clips
 from asrflow.inference import load_for_inference, quantize_int8, serialized_bytes
 from asrflow.manifest import read_manifest
 from asrflow.model import output_lengths, transcribe_clips
@@ -28,10 +28,12 @@ def test_quantize_int8_replaces_every_linear_and_leaves_the_original(tiny_run: P
 
 @pytest.mark.parametrize("method", ALL_METHODS)
 def test_int8_models_transcribe_like_float32(tiny_run: Path, method: str) -> None:
-    clips = load_clips(read_manifest(tiny_run / "data/processed/folds/fold0/test.csv"), lambda text: [])
     fp32, processor = load_for_inference(tiny_run / f"published/{method}")
     int8, _ = load_for_inference(tiny_run / f"published/{method}", int8=True)
-    inputs = {k: v for k, v in collate(clips).items() if k in ("input_values", "attention_mask")}
+    clips = load_clips(read_manifest(tiny_run / "data/processed/folds/fold0/test.csv"), lambda text: [],
+                       processor.feature_extractor)
+    spec = InputSpec.of(processor.feature_extractor)
+    inputs = for_model(collate(clips, spec), spec, labels=False)
     with torch.inference_mode():
         fp32_probs, int8_probs = (model(**inputs).logits.softmax(-1) for model in (fp32, int8))
     # Measured on these tiny models: at most 0.0012 apart on any frame and token.

@@ -18,7 +18,8 @@ from asrflow import methods
 from asrflow.batching import load_clips
 from asrflow.io import read_json
 from asrflow.manifest import read_manifest
-from asrflow.model import compute_device, make_processor, on_model_device, resolve_base
+from asrflow.checkpoint import open_base
+from asrflow.model import compute_device, make_processor, on_model_device
 
 from conftest import ALL_METHODS
 
@@ -32,7 +33,7 @@ def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> 
 
 
 def test_trainable_parameter_sets(tiny_run: Path) -> None:
-    base = resolve_base(tiny_run / "data/models/base")
+    base = open_base(tiny_run / "data/models/base")
     vocab = read_json(tiny_run / "data/processed/folds/fold0/vocab.json")
     expectations = {
         "full": lambda n: not n.startswith("wav2vec2.feature_extractor"),
@@ -129,19 +130,19 @@ def test_artefacts_load_without_asrflow_and_agree_with_its_evaluation(tiny_run: 
     test = {u.utt_id: u.audio for u in read_manifest(tiny_run / "data/processed/folds/fold0/test.csv")}
     audio = [str(tiny_run / test[u]) for u in hyps["utt_id"]]
     if kind == "peft":
-        kind = f"peft={resolve_base(tiny_run / 'data/models/base')}"
+        kind = f"peft={open_base(tiny_run / 'data/models/base').directory}"
     assert plain_transformers(kind, tiny_run / f"published/{method}", audio) == hyps["hypothesis"].tolist()
 
 
 def test_lora_merged_export_matches_peft_logits(tiny_run: Path) -> None:
     from asrflow.methods.lora import load_peft
 
-    base = resolve_base(tiny_run / "data/models/base")
-    peft_model = load_peft(base, tiny_run / "models/lora").eval()
+    base = open_base(tiny_run / "data/models/base")
+    peft_model = load_peft(base, tiny_run / "models/lora", "sw").eval()
     merged = methods.get("lora").load(tiny_run / "models/lora", "sw").eval()
     utt = read_manifest(tiny_run / "data/processed/folds/fold0/test.csv")[0]
-    [clip] = load_clips([utt], lambda text: [])
-    values = torch.from_numpy(clip.samples)[None]
+    [clip] = load_clips([utt], lambda text: [], make_processor({}).feature_extractor)
+    values = torch.from_numpy(clip.inputs)[None]
     with torch.inference_mode():
         assert torch.allclose(peft_model(input_values=values).logits, merged(input_values=values).logits, atol=1e-5)
 
@@ -164,13 +165,13 @@ def test_cached_conv_features_give_the_models_own_outputs(tiny_run: Path, method
     from asrflow.features import ConvCachedTask
     from asrflow.model import AudioTask
 
-    base = resolve_base(tiny_run / "data/models/base")
+    base = open_base(tiny_run / "data/models/base")
     vocab = read_json(tiny_run / "data/processed/folds/fold0/vocab.json")
-    processor = make_processor(vocab)
+    processor = make_processor(vocab, base.feature_extractor())
     model = methods.get(method).prepare(base, vocab, {"mask_time_prob": 0.0}, {}, "sw").eval()
     utts = read_manifest(tiny_run / "data/processed/folds/fold0/train.csv")[:3]
-    clips = load_clips(utts, lambda text: processor.tokenizer(text).input_ids)
-    cached = ConvCachedTask(model, processor)
+    clips = load_clips(utts, lambda text: processor.tokenizer(text).input_ids, processor.feature_extractor)
+    cached = ConvCachedTask(model, processor, base)
     features = cached.prepare(clips)
     with torch.inference_mode():
         assert torch.allclose(cached.loss(features), AudioTask(model, processor).loss(clips), atol=1e-5)

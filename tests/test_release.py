@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from transformers import Wav2Vec2Processor, pipeline
+from transformers import AutoProcessor, pipeline
 
 from asrflow import config, methods
 from asrflow.audio import read_wav
@@ -72,7 +72,8 @@ def test_release_loads_with_pipeline_and_matches_asrflow(tiny_run: Path, release
     asr = pipeline("automatic-speech-recognition", model=str(released), device="cpu")
     from_pipeline = [asr(read_wav(u.audio))["text"] for u in test]
     model = methods.get(info["method"]).load(released, info["language"])
-    ours = transcribe_clips(model, load_clips(test, lambda text: []), Wav2Vec2Processor.from_pretrained(released), 60)
+    processor = AutoProcessor.from_pretrained(released)
+    ours = transcribe_clips(model, load_clips(test, lambda text: [], processor.feature_extractor), processor, 60)
     assert from_pipeline == ours
 
 
@@ -131,7 +132,7 @@ class CountingTask:
 
 
 def test_fit_without_dev_trains_every_epoch_and_saves_the_last() -> None:
-    clips = [Clip(f"u{i}", "s", "a", np.zeros(16000, dtype=np.float32), [3]) for i in range(4)]
+    clips = [Clip(f"u{i}", "s", "a", np.zeros(16000, dtype=np.float32), [3], 16000) for i in range(4)]
     saved: list[float] = []
     cfg = LoopConfig(lr=0.1, max_epochs=4, patience=1, batch_seconds=2, warmup_steps=0, grad_clip=1.0, seed=0)
     task = CountingTask()

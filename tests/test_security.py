@@ -18,6 +18,7 @@ from asrflow.corpus import import_corpus
 from asrflow.errors import AsrflowError
 from asrflow.io import write_json
 from asrflow.manifest import ManifestError, Rejects
+from asrflow.checkpoint import Base, describe
 from asrflow.methods.lora import PEFT_DIR, load_peft
 
 from conftest import ROOT
@@ -104,6 +105,10 @@ def tiny_model(adapters: bool = False) -> Wav2Vec2ForCTC:
     return Wav2Vec2ForCTC(config_)
 
 
+def describe_tiny(path: Path) -> Base:
+    return Base(path, {"path": None, **describe(path)})
+
+
 def test_a_checkpoint_in_pickle_format_is_refused(tmp_path: Path) -> None:
     model = tiny_model()
     model.config.save_pretrained(tmp_path)
@@ -129,7 +134,7 @@ def test_a_pickled_lora_adapter_is_refused(tmp_path: Path) -> None:
     (tmp_path / "model" / PEFT_DIR).mkdir()
     torch.save({}, tmp_path / "model" / PEFT_DIR / "adapter_model.bin")
     with pytest.raises(AsrflowError, match=r"adapter_model\.safetensors: not found; .*safetensors only"):
-        load_peft(str(tmp_path / "base"), tmp_path / "model")
+        load_peft(describe_tiny(tmp_path / "base"), tmp_path / "model", "xx")
 
 
 # --- corpus paths stay inside the corpus folder --------------------------------------------------------------------

@@ -8,6 +8,7 @@ changes. A stage that reaches for an undeclared key gets a KeyError instead of a
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "pa
 METHOD_PLACEHOLDER = "{method}"
 
 TRAIN_COMMON = ["train.seed", "train.max_epochs", "train.patience", "train.batch_seconds", "train.warmup_steps",
-                "train.grad_clip", "train.processes"]
+                "train.grad_clip", "train.processes", "train.precision", "train.gradient_checkpointing",
+                "train.micro_batch_seconds", "train.optimizer"]
 
 STAGE_PARAMS: dict[str, list[str]] = {
     "demo": ["corpus.demo"],
@@ -32,13 +34,13 @@ STAGE_PARAMS: dict[str, list[str]] = {
     "augment": ["augment.speed"],
     "pretrain": ["model"],
     "train": [*TRAIN_COMMON, f"train.{METHOD_PLACEHOLDER}", "augment.mask_time_prob", "augment.mask_time_length",
-              "corpus.language"],
+              "corpus.language", "model.base_language"],
     "lm": ["decode.beam", "decode.lm_order"],
     "evaluate": ["evaluate", "decode.beam", "decode.alpha", "decode.beta", "decode.beam_width"],
     "report": ["methods", "folds.k"],
     # The released method is chosen at run time (`best`), so every method's train settings count.
     "release": ["release", "train", "augment.mask_time_prob", "augment.mask_time_length", "corpus.language",
-                "corpus.name"],
+                "corpus.name", "model.base_language"],
     "data_report": ["folds.k"],
     # Snakemake only (DVC searches with its experiment queue): every trial × fold's metrics into results/search.csv.
     "search": ["search", "folds.k"],
@@ -49,6 +51,7 @@ class ParamsError(AsrflowError):
     """params.yaml is invalid; the message names the key, what is wrong and what is allowed."""
 
 
+@functools.cache
 def _schema() -> dict[str, Any]:
     with SCHEMA_PATH.open(encoding="utf-8") as handle:
         return yaml.safe_load(handle)
@@ -56,9 +59,10 @@ def _schema() -> dict[str, Any]:
 
 def _describe(error: jsonschema.ValidationError) -> str:
     key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-    if error.validator == "additionalProperties":
-        allowed = ", ".join(sorted(error.schema.get("properties", {})))
-        unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
+        known = {**error.schema.get("properties", {}), **_referenced(error.schema).get("properties", {})}
+        allowed = ", ".join(sorted(known))
+        unknown = sorted(set(error.instance) - set(known))
         where = f"{key}." if error.absolute_path else ""
         return f"unknown key {', '.join(where + u for u in unknown)}; allowed keys here: {allowed}"
     if error.validator == "enum":
@@ -66,6 +70,12 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "required":
         return f"{key}: {error.message}"
     return f"{key}: {error.message}"
+
+
+def _referenced(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema a `$ref: "#/$defs/<name>"` points to ({} without one)."""
+    ref = schema.get("$ref", "")
+    return _schema()["$defs"][ref.rsplit("/", 1)[-1]] if ref.startswith("#/$defs/") else {}
 
 
 def validate(params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
@@ -143,14 +153,23 @@ def _insert(tree: dict[str, Any], dotted: str, value: Any) -> None:
     tree[leaf] = value
 
 
+def _schema_node(dotted: str) -> dict[str, Any]:
+    """The schema of the dotted key ({} if the schema does not describe it)."""
+    node = _schema()
+    for part in dotted.split("."):
+        node = node.get("properties", {}).get(part, {})
+    return node
+
+
 def select(params: dict[str, Any], keys: list[str]) -> dict[str, Any]:
-    """The sub-tree of `params` holding exactly `keys` (missing optional sections become empty dicts)."""
+    """The sub-tree of `params` holding exactly `keys`; a missing optional key takes its schema `default` (what a
+    params file without it means), a missing optional section without one becomes an empty dict."""
     view: dict[str, Any] = {}
     for key in keys:
         try:
             value = _lookup(params, key)
         except KeyError:
-            value = {}
+            value = _schema_node(key).get("default", {})
         _insert(view, key, value)
     return view
 

@@ -18,11 +18,11 @@ import torch
 from pyctcdecode import Alphabet, BeamSearchDecoderCTC, build_ctcdecoder
 from pyctcdecode.alphabet import UNK_TOKEN
 from pyctcdecode.language_model import load_unigram_set_from_arpa
-from transformers import PreTrainedTokenizerBase, Wav2Vec2Processor
+from transformers import PreTrainedTokenizerBase, ProcessorMixin
 
-from asrflow.batching import Clip, collate, sequential_batches
+from asrflow.batching import Clip, InputSpec
 from asrflow.lm import ARPA_FILE, BINARY_FILE, LMError
-from asrflow.model import greedy_decode, on_model_device, output_lengths
+from asrflow.model import clip_logits, greedy_decode
 from asrflow.train import error_rates
 
 
@@ -54,20 +54,15 @@ def lm_decoder(tokenizer: PreTrainedTokenizerBase, lm_dir: Path) -> BeamSearchDe
     return build_ctcdecoder(decoder_labels(tokenizer), str(binary), unigrams=load_unigram_set_from_arpa(str(arpa)))
 
 
-def frame_logits(model: torch.nn.Module, clips: list[Clip], batch_seconds: float) -> list[np.ndarray]:
-    """Per clip, in clip order, the CTC head's logits over its own frames (padding frames cut off)."""
-    model.eval()
+def frame_logits(model: torch.nn.Module, clips: list[Clip], spec: InputSpec, batch_seconds: float) -> list[np.ndarray]:
+    """Per clip, in clip order, the CTC head's float32 logits over its own frames (padding frames cut off)."""
     logits: list[np.ndarray] = [np.empty(0)] * len(clips)
-    with torch.inference_mode():
-        for batch_ids in sequential_batches([c.n_samples for c in clips], batch_seconds):
-            batch = on_model_device(collate([clips[i] for i in batch_ids]), model)
-            out = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"]).logits
-            for index, row, n in zip(batch_ids, out, output_lengths(model, batch["attention_mask"]).tolist()):
-                logits[index] = row[:n].float().cpu().numpy()
+    for index, row, frames in clip_logits(model, clips, spec, batch_seconds):
+        logits[index] = row[:frames].float().cpu().numpy()
     return logits
 
 
-def greedy_transcripts(logits: Sequence[np.ndarray], processor: Wav2Vec2Processor) -> list[str]:
+def greedy_transcripts(logits: Sequence[np.ndarray], processor: ProcessorMixin) -> list[str]:
     """Best-path transcripts (asrflow.model.greedy_decode) of logits already computed, clip by clip."""
     return [greedy_decode(torch.from_numpy(x)[None], torch.tensor([len(x)]), processor)[0] for x in logits]
 

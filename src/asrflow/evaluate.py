@@ -22,14 +22,14 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from transformers import Wav2Vec2Processor
+from transformers import AutoProcessor, ProcessorMixin
 
 from asrflow import config, methods
-from asrflow.batching import load_clips
+from asrflow.batching import InputSpec, load_clips
 from asrflow.decode import beam_decode, frame_logits, greedy_transcripts, lm_decoder, tune
 from asrflow.io import atomic_path, read_json, write_json
 from asrflow.manifest import Utterance, read_manifest
-from asrflow.model import compute_device
+from asrflow.model import autocast, compute_device, model_device
 from asrflow.train import error_rates
 
 log = logging.getLogger(__name__)
@@ -133,33 +133,39 @@ def publish(model_dir: Path, publish_dir: Path, card: str) -> None:
         (tmp / "README.md").write_text(card, encoding="utf-8")
 
 
-def logits_of(model: torch.nn.Module, utterances: list[Utterance], eval_cfg: dict) -> list[np.ndarray]:
-    return frame_logits(model, load_clips(utterances, lambda text: []), eval_cfg["batch_seconds"])
+def logits_of(model: torch.nn.Module, processor: ProcessorMixin, utterances: list[Utterance], eval_cfg: dict,
+              precision: str) -> list[np.ndarray]:
+    """Frame logits of `utterances`, in the precision the model was trained in (train.precision)."""
+    clips = load_clips(utterances, lambda text: [], processor.feature_extractor)
+    with autocast(precision, model_device(model)):
+        return frame_logits(model, clips, InputSpec.of(processor.feature_extractor), eval_cfg["batch_seconds"])
 
 
-def tune_and_decode(model: torch.nn.Module, processor: Wav2Vec2Processor, fold_dir: Path, lm_dir: Path,
-                    test_logits: list[np.ndarray], eval_cfg: dict, decode_cfg: dict) -> tuple[pd.DataFrame, list[str]]:
+def tune_and_decode(model: torch.nn.Module, processor: ProcessorMixin, fold_dir: Path, lm_dir: Path,
+                    test_logits: list[np.ndarray], eval_cfg: dict, decode_cfg: dict,
+                    precision: str) -> tuple[pd.DataFrame, list[str]]:
     """The alpha/beta grid scored on the fold's dev speakers, and the test transcripts with the best pair."""
     decoder = lm_decoder(processor.tokenizer, lm_dir)
     dev = read_manifest(fold_dir / "dev.csv")
-    grid = tune(decoder, logits_of(model, dev, eval_cfg), [u.text for u in dev], decode_cfg)
+    grid = tune(decoder, logits_of(model, processor, dev, eval_cfg, precision), [u.text for u in dev], decode_cfg)
     return grid, beam_decode(decoder, test_logits, decode_cfg["beam_width"])
 
 
 def evaluate(fold_dir: Path, model_dir: Path, method_name: str, eval_cfg: dict, decode_cfg: dict, lm_dir: Path,
              out_dir: Path, publish_dir: Path) -> dict:
     info = read_json(model_dir / "training.json")
-    processor = Wav2Vec2Processor.from_pretrained(model_dir)
+    precision = info.get("loop", {}).get("precision", "fp32")
+    processor = AutoProcessor.from_pretrained(model_dir)
     model = methods.get(method_name).load(model_dir, info["language"]).to(compute_device())
     utterances = read_manifest(fold_dir / "test.csv")
-    logits = logits_of(model, utterances, eval_cfg)  # once, for greedy and LM decoding alike
+    logits = logits_of(model, processor, utterances, eval_cfg, precision)  # once, for greedy and LM decoding
     rows = pd.DataFrame({"utt_id": [u.utt_id for u in utterances], "speaker": [u.speaker for u in utterances],
                          "reference": [u.text for u in utterances],
                          "hypothesis": greedy_transcripts(logits, processor)})
     rows["cer"] = utterance_cer(rows, "hypothesis")
     if decode_cfg["beam"]:
         grid, rows["hypothesis_lm"] = tune_and_decode(model, processor, fold_dir, lm_dir, logits, eval_cfg,
-                                                      decode_cfg)
+                                                      decode_cfg, precision)
         rows["cer_lm"] = utterance_cer(rows, "hypothesis_lm")
     speakers = read_json(fold_dir.parent / "folds.json")[fold_dir.name]["speakers"]
     metrics = {**{k: info[k] for k in ("method", "fold", "trainable_params", "total_params", "train_seconds",

@@ -7,9 +7,11 @@ Two cut points:
   (SpecAugment, adapters, LoRA and the CTC loss all stay transformers'/peft's own code).
 - `top<N>` (the `frozen` method): everything below the top N transformer layers (N=0: the whole encoder).
 
-The cache is content-addressed (`data/cache/features/`, or $ASRFLOW_CACHE): keyed by the base checkpoint's bytes, the
-cut point and each utterance's audio bytes, shared by every fold and re-run, never a pipeline output. A stale entry
-cannot be hit, because any change of what produced it changes its key.
+The cache is content-addressed (`data/cache/features/`, or $ASRFLOW_CACHE): keyed by the digests of exactly the base
+tensors the cached part uses (asrflow.checkpoint: computed once per base by the pretrain stage), its config and
+feature extractor, the transformers version, the cut point and each utterance's input bytes; shared by every fold and
+re-run, never a pipeline output. A stale entry cannot be hit, because any change of what produced it changes its key.
+Features are computed and stored in float32 whatever `train.precision` says: the cache serves every precision.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from asrflow.batching import Clip, sequential_batches
+from asrflow.batching import Clip, InputSpec, pad_labels, sequential_batches
+from asrflow.checkpoint import Base
 from asrflow.io import atomic_path
 from asrflow.model import greedy_decode, model_device, on_model_device, output_lengths
 
@@ -42,27 +45,21 @@ class FeatureClip:
     n_samples: int  # the audio length, which batch budgets count
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def cache_dir(base: Base, cut: str, uses: Callable[[str], bool]) -> Path:
+    """Where features of `base` cut at `cut` live; `uses(name)` says which of its tensors the cached part reads."""
+    return Path(os.environ.get(CACHE_ENV, DEFAULT_CACHE)) / base.part_key(cut, uses)
 
 
-def cache_dir(base: Path, cut: str) -> Path:
-    """Where features of `base` cut at `cut` live: its key covers the checkpoint's config and weights."""
-    digest = hashlib.sha256(f"cut={cut}".encode())
-    for path in sorted([base / "config.json", *base.glob("*.safetensors")]):
-        digest.update(f"{path.name}:{file_digest(path)}".encode())
-    return Path(os.environ.get(CACHE_ENV, DEFAULT_CACHE)) / digest.hexdigest()[:20]
+def conv_encoder_tensor(name: str) -> bool:
+    """The convolutional feature encoder's tensors (names inside the encoder model)."""
+    return name.startswith("feature_extractor.")
 
 
 def cached_features(clips: list[Clip], directory: Path, compute: Callable[[Clip], torch.Tensor]) -> list[FeatureClip]:
     """Each clip's features from the cache, computing (and storing) the missing ones."""
     result = []
     for clip in clips:
-        path = directory / f"{clip.utt_id}-{hashlib.sha256(clip.samples.tobytes()).hexdigest()[:16]}.safetensors"
+        path = directory / f"{clip.utt_id}-{hashlib.sha256(clip.inputs.tobytes()).hexdigest()[:16]}.safetensors"
         if path.is_file():
             features = load_file(str(path))["features"]
         else:
@@ -84,17 +81,10 @@ def pad_features(clips: list[FeatureClip]) -> tuple[torch.Tensor, torch.Tensor]:
     return features, mask
 
 
-def pad_labels(clips: list[FeatureClip]) -> torch.Tensor:
-    labels = torch.full((len(clips), max(1, max(len(c.labels) for c in clips))), -100, dtype=torch.long)
-    for row, clip in enumerate(clips):
-        labels[row, : len(clip.labels)] = torch.tensor(clip.labels, dtype=torch.long)
-    return labels
-
-
-def wav2vec2_of(model: torch.nn.Module) -> torch.nn.Module:
-    """The Wav2Vec2Model inside a Wav2Vec2ForCTC, also when peft wraps it."""
+def encoder_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The encoder inside a *ForCTC model (`wav2vec2`, `hubert`, `wavlm`, ...), also when peft wraps it."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inner.wav2vec2
+    return getattr(inner, inner.base_model_prefix)
 
 
 class _Lookup(torch.nn.Module):
@@ -111,48 +101,54 @@ class _Lookup(torch.nn.Module):
 @contextlib.contextmanager
 def conv_output(model: torch.nn.Module, features: torch.Tensor) -> Iterator[None]:
     """Within this block the model's feature encoder yields `features`; outside it, the model is untouched."""
-    wav2vec2 = wav2vec2_of(model)
-    encoder = wav2vec2.feature_extractor
-    wav2vec2.feature_extractor = _Lookup(features.transpose(1, 2))
+    encoder = encoder_of(model)
+    conv = encoder.feature_extractor
+    encoder.feature_extractor = _Lookup(features.transpose(1, 2))
     try:
         yield
     finally:
-        wav2vec2.feature_extractor = encoder
+        encoder.feature_extractor = conv
 
 
-def conv_inputs(clips: list[FeatureClip]) -> dict[str, torch.Tensor]:
-    """Placeholder audio and its sample-level mask: the model derives frame lengths from the mask as usual."""
-    longest = max(c.n_samples for c in clips)
-    mask = torch.zeros(len(clips), longest, dtype=torch.long)
+def sample_mask(clips: list[FeatureClip]) -> torch.Tensor:
+    """The batch's sample-level attention mask: the model derives frame lengths from it as usual."""
+    mask = torch.zeros(len(clips), max(c.n_samples for c in clips), dtype=torch.long)
     for row, clip in enumerate(clips):
         mask[row, : clip.n_samples] = 1
-    return {"input_values": torch.zeros(len(clips), longest), "attention_mask": mask}
+    return mask
 
 
 class ConvCachedTask:
     """Trains on cached feature-encoder outputs through the model's own forward (see conv_output)."""
 
-    def __init__(self, model: torch.nn.Module, processor) -> None:
+    def __init__(self, model: torch.nn.Module, processor, base: Base) -> None:
         self.model, self.processor = model, processor
-        self.wav2vec2 = wav2vec2_of(model)
-        self.directory = cache_dir(Path(self.wav2vec2.config._name_or_path), "conv")
+        self.spec = InputSpec.of(processor.feature_extractor)
+        self.encoder = encoder_of(model)
+        self.directory = cache_dir(base, "conv", conv_encoder_tensor)
 
     def _compute(self, clip: Clip) -> torch.Tensor:
         with torch.inference_mode():
-            audio = torch.from_numpy(clip.samples)[None].to(model_device(self.model))
-            return self.wav2vec2.feature_extractor(audio)[0].transpose(0, 1).cpu().clone()
+            audio = torch.from_numpy(clip.inputs)[None].to(model_device(self.model))
+            return self.encoder.feature_extractor(audio)[0].transpose(0, 1).float().cpu().clone()
 
     def prepare(self, clips: list[Clip]) -> list[FeatureClip]:
         return cached_features(clips, self.directory, self._compute)
 
     def _forward(self, clips: list[FeatureClip], **extra: torch.Tensor):
+        """The model's forward on placeholder samples (their mask gives the lengths, where the base takes a mask)
+        with the feature encoder's output looked up."""
         features, _ = pad_features(clips)
-        inputs = on_model_device({"features": features, **conv_inputs(clips), **extra}, self.model)
+        mask = sample_mask(clips)
+        inputs = {"features": features, "input_values": torch.zeros(mask.shape), **extra}
+        if self.spec.use_mask:
+            inputs["attention_mask"] = mask
+        inputs = on_model_device(inputs, self.model)
         with conv_output(self.model, inputs.pop("features")):
             return self.model(**inputs)
 
     def loss(self, clips: list[FeatureClip]) -> torch.Tensor:
-        return self._forward(clips, labels=pad_labels(clips)).loss
+        return self._forward(clips, labels=pad_labels([c.labels for c in clips])).loss
 
     def transcribe(self, clips: list[FeatureClip], batch_seconds: float) -> list[str]:
         self.model.eval()
@@ -161,7 +157,7 @@ class ConvCachedTask:
             for batch_ids in sequential_batches([c.n_samples for c in clips], batch_seconds):
                 batch = [clips[i] for i in batch_ids]
                 logits = self._forward(batch).logits
-                lengths = output_lengths(self.model, conv_inputs(batch)["attention_mask"])
+                lengths = output_lengths(self.model, sample_mask(batch))
                 for index, text in zip(batch_ids, greedy_decode(logits, lengths, self.processor)):
                     hypotheses[index] = text
         return hypotheses

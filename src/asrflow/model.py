@@ -1,46 +1,56 @@
-"""Model helpers shared by pre-training, training and evaluation: processor, base resolution, greedy CTC decoding.
+"""Model helpers shared by pre-training, training and evaluation: processor, device, precision, greedy CTC decoding.
 
-Everything here uses the transformers API as documented (Wav2Vec2ForCTC, Wav2Vec2Processor); nothing is loaded from
-pickle or with trust_remote_code.
+Everything here uses the transformers API as documented (Auto classes, Wav2Vec2CTCTokenizer, the base's own feature
+extractor); nothing is loaded from pickle or with trust_remote_code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
 import torch
-from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
+from transformers import (FeatureExtractionMixin, ProcessorMixin, SeamlessM4TFeatureExtractor, Wav2Vec2BertProcessor,
+                          Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor)
 
-from asrflow.batching import Clip, collate, sequential_batches
+from asrflow.batching import Clip, InputSpec, collate, for_model, sequential_batches
 from asrflow.folds import PAD, UNK, WORD_DELIMITER
-from asrflow.io import read_json
 
-POINTER = "pointer.json"
+# Autocast dtypes; weights stay float32 (the master copy the optimiser updates) and the CTC loss is computed in
+# float32 by transformers' own heads (log_softmax(dtype=float32)).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def make_processor(vocab: dict[str, int]) -> Wav2Vec2Processor:
-    """A CTC processor whose token ids are exactly `vocab` (no bos/eos added behind our back)."""
+def default_feature_extractor() -> Wav2Vec2FeatureExtractor:
+    """What the demo base is pre-trained with: normalised 16 kHz samples and an attention mask (layer-norm layout)."""
+    return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                                    return_attention_mask=True)
+
+
+def make_processor(vocab: dict[str, int], feature_extractor: FeatureExtractionMixin | None = None) -> ProcessorMixin:
+    """A CTC processor whose token ids are exactly `vocab` (no bos/eos added behind our back), with the base's own
+    feature extractor (default: the demo base's), so that AutoProcessor and pipeline() prepare audio as training
+    did."""
+    feature_extractor = feature_extractor or default_feature_extractor()
     with tempfile.TemporaryDirectory() as tmp:
         vocab_file = Path(tmp) / "vocab.json"
         vocab_file.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
         tokenizer = Wav2Vec2CTCTokenizer(str(vocab_file), unk_token=UNK, pad_token=PAD,
                                          word_delimiter_token=WORD_DELIMITER, bos_token=None, eos_token=None,
                                          do_lower_case=False)
-    features = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                                        return_attention_mask=True)
-    return Wav2Vec2Processor(feature_extractor=features, tokenizer=tokenizer)
+    # Wav2Vec2-BERT's processor pairs its log-mel extractor with the same CTC tokenizer.
+    processor_class = (Wav2Vec2BertProcessor if isinstance(feature_extractor, SeamlessM4TFeatureExtractor)
+                       else Wav2Vec2Processor)
+    return processor_class(feature_extractor=feature_extractor, tokenizer=tokenizer)
 
 
-def resolve_base(base_dir: str | Path) -> str:
-    """The directory holding the base checkpoint: the demo base itself, or the local dir its pointer names."""
-    base_dir = Path(base_dir)
-    pointer = base_dir / POINTER
-    if pointer.is_file():
-        return str(read_json(pointer)["path"])
-    return str(base_dir)
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Mixed precision for forward passes (`train.precision`): autocast to bf16/fp16, or nothing for fp32."""
+    dtype = PRECISIONS[precision]
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def compute_device() -> torch.device:
@@ -67,38 +77,46 @@ def output_lengths(model: torch.nn.Module, attention_mask: torch.Tensor) -> torc
     return model._get_feat_extract_output_lengths(attention_mask.sum(-1)).long()
 
 
-def greedy_decode(logits: torch.Tensor, lengths: torch.Tensor, processor: Wav2Vec2Processor) -> list[str]:
+def greedy_decode(logits: torch.Tensor, lengths: torch.Tensor, processor: ProcessorMixin) -> list[str]:
     """Best path per utterance, cut to its own frames (padding frames are not speech)."""
     ids = logits.argmax(-1)
     return processor.batch_decode([row[:n].tolist() for row, n in zip(ids, lengths.tolist())])
 
 
-def transcribe_clips(model: torch.nn.Module, clips: list[Clip], processor: Wav2Vec2Processor,
+def clip_logits(model: torch.nn.Module, clips: list[Clip], spec: InputSpec,
+                batch_seconds: float) -> list[tuple[int, torch.Tensor, int]]:
+    """(clip index, logits, frames) for every clip, batch by batch: the model on its own inputs, no gradients."""
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for batch_ids in sequential_batches([c.n_samples for c in clips], batch_seconds):
+            batch = on_model_device(collate([clips[i] for i in batch_ids], spec), model)
+            logits = model(**for_model(batch, spec, labels=False)).logits
+            out += zip(batch_ids, logits, output_lengths(model, batch["attention_mask"]).tolist())
+    return out
+
+
+def transcribe_clips(model: torch.nn.Module, clips: list[Clip], processor: ProcessorMixin,
                      batch_seconds: float) -> list[str]:
     """Greedy transcripts of `clips`, in their order."""
-    model.eval()
     hypotheses: list[str] = [""] * len(clips)
-    with torch.inference_mode():
-        for batch_ids in sequential_batches([len(c.samples) for c in clips], batch_seconds):
-            batch = on_model_device(collate([clips[i] for i in batch_ids]), model)
-            logits = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"]).logits
-            texts = greedy_decode(logits, output_lengths(model, batch["attention_mask"]), processor)
-            for index, text in zip(batch_ids, texts):
-                hypotheses[index] = text
+    for index, logits, frames in clip_logits(model, clips, InputSpec.of(processor.feature_extractor), batch_seconds):
+        hypotheses[index] = greedy_decode(logits[None], torch.tensor([frames]), processor)[0]
     return hypotheses
 
 
 class AudioTask:
-    """CTC on raw audio through the whole model: how every method trains, except `frozen` (cached features)."""
+    """CTC on the base's own inputs through the whole model: how every method trains, except on cached features."""
 
-    def __init__(self, model: torch.nn.Module, processor: Wav2Vec2Processor) -> None:
+    def __init__(self, model: torch.nn.Module, processor: ProcessorMixin) -> None:
         self.model, self.processor = model, processor
+        self.spec = InputSpec.of(processor.feature_extractor)
 
     def prepare(self, clips: list[Clip]) -> list[Clip]:
         return clips
 
     def loss(self, clips: list[Clip]) -> torch.Tensor:
-        return self.model(**on_model_device(collate(clips), self.model)).loss
+        return self.model(**for_model(on_model_device(collate(clips, self.spec), self.model), self.spec)).loss
 
     def transcribe(self, clips: list[Clip], batch_seconds: float) -> list[str]:
         return transcribe_clips(self.model, clips, self.processor, batch_seconds)

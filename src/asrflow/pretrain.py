@@ -2,8 +2,11 @@
 
 `model.base: demo` pre-trains a tiny multilingual wav2vec2 CTC model (stable-layer-norm layout with adapter layers,
 like MMS) on the demo's source languages with the same training loop as fine-tuning. Any other value must be a local
-directory holding a Hugging Face wav2vec2 checkpoint (e.g. facebook/mms-1b-all downloaded beforehand): the stage
-validates it and writes a pointer, so no multi-GB copy is made and the rest of the pipeline runs unchanged.
+directory holding a Hugging Face checkpoint of a family asrflow trains (asrflow.checkpoint: wav2vec2/MMS/XLS-R,
+HuBERT, WavLM, data2vec-audio, Wav2Vec2-BERT; e.g. facebook/mms-1b-all downloaded beforehand): the stage validates
+it and writes its description with the folder's path, so no multi-GB copy is made and the rest of the pipeline runs
+unchanged. Either way the output folder holds `base.json` (asrflow.checkpoint.describe), which every later stage
+reads instead of hashing the weights again.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 from asrflow import config
 from asrflow.audio import load_mono
 from asrflow.batching import bucket_batches, load_clips
+from asrflow.checkpoint import DESCRIPTION, describe
 from asrflow.corpus.audiofolder import import_audiofolder
 from asrflow.folds import build_vocab
-from asrflow.io import atomic_path, read_json, write_json
-from asrflow.model import POINTER, AudioTask, compute_device, make_processor
+from asrflow.io import atomic_path, write_json
+from asrflow.model import AudioTask, compute_device, default_feature_extractor, make_processor
 from asrflow.text import normalise
 from asrflow.train import LoopConfig, fit, seed_everything, split_alignable
 
@@ -48,23 +52,6 @@ def demo_config(cfg: dict, vocab_size: int) -> Wav2Vec2Config:
     )
 
 
-def validate_local_base(path: Path) -> dict:
-    """Check a local checkpoint dir is a loadable wav2vec2 CTC model in safetensors; describe it."""
-    if not (path / "config.json").is_file():
-        raise config.ParamsError(f"model.base: {path} has no config.json; give 'demo' or a local Hugging Face "
-                                 f"wav2vec2 checkpoint directory (downloaded beforehand: nothing is fetched)")
-    if not list(path.glob("*.safetensors")):
-        raise config.ParamsError(f"model.base: {path} has no *.safetensors weights; asrflow loads safetensors only "
-                                 f"(no pickle): convert the checkpoint first")
-    described = read_json(path / "config.json")
-    if described.get("model_type") != "wav2vec2":
-        raise config.ParamsError(f"model.base: {path} is model_type {described.get('model_type')!r}, not wav2vec2")
-    weights = sorted(path.glob("*.safetensors"))
-    return {"path": str(path.resolve()), "model_type": "wav2vec2", "hidden_size": described.get("hidden_size"),
-            "num_hidden_layers": described.get("num_hidden_layers"),
-            "weights": {w.name: w.stat().st_size for w in weights}}
-
-
 def warmup_steps(clips: list, cfg: dict) -> int:
     """A quarter of all optimiser steps, at most 100: a gentle start, then most steps at full lr."""
     batches = bucket_batches([c.n_samples for c in clips], cfg["batch_seconds"], random.Random(0))
@@ -78,14 +65,15 @@ def pretrain_demo(source_dir: Path, cfg: dict, out_dir: Path) -> dict:
     n_dev = max(1, int(len(shuffled) * DEV_FRACTION))
     dev_utts, train_utts = shuffled[:n_dev], shuffled[n_dev:]
     vocab = build_vocab([u.text for u in train_utts])
-    processor = make_processor(vocab)
+    processor = make_processor(vocab, default_feature_extractor())
     model = Wav2Vec2ForCTC(demo_config(cfg, len(vocab))).to(compute_device())
 
     def encode(text: str) -> list[int]:
         return processor.tokenizer(text).input_ids
 
-    train_clips, _ = split_alignable(model, load_clips(train_utts, encode, reader=load_mono))
-    dev_clips = load_clips(dev_utts, encode, reader=load_mono)
+    train_clips, _ = split_alignable(model, load_clips(train_utts, encode, processor.feature_extractor,
+                                                       reader=load_mono))
+    dev_clips = load_clips(dev_utts, encode, processor.feature_extractor, reader=load_mono)
     loop = LoopConfig(lr=cfg["lr"], max_epochs=cfg["epochs"], patience=cfg["epochs"],
                       batch_seconds=cfg["batch_seconds"], warmup_steps=warmup_steps(train_clips, cfg),
                       grad_clip=1.0, seed=cfg["seed"])
@@ -97,6 +85,7 @@ def pretrain_demo(source_dir: Path, cfg: dict, out_dir: Path) -> dict:
         info = fit(AudioTask(model, processor), train_clips, dev_clips, loop, save_best, None, "pretrain")
         write_json(tmp / "pretraining.json", {**info, "train_utterances": len(train_clips),
                                               "dev_utterances": len(dev_clips), "vocab_size": len(vocab)})
+        write_json(tmp / DESCRIPTION, {"path": None, **describe(tmp)})  # path None: this folder itself
     return info
 
 
@@ -105,8 +94,10 @@ def run_cli(args: argparse.Namespace) -> None:
     if model_cfg["base"] == "demo":
         pretrain_demo(args.source, model_cfg["demo"], args.out)
         return
-    description = validate_local_base(Path(model_cfg["base"]))
+    path = Path(model_cfg["base"]).resolve()
+    description = {"path": str(path), **describe(path)}
     with atomic_path(args.out) as tmp:
         tmp.mkdir()
-        write_json(tmp / POINTER, description)
-    log.info("base model: %s (validated, not copied)", description["path"])
+        write_json(tmp / DESCRIPTION, description)
+    log.info("base model: %s (%s, %d layers of %d; validated and described, not copied)", path,
+             description["model_type"], description["num_hidden_layers"], description["hidden_size"])

@@ -31,9 +31,10 @@ from asrflow.errors import AsrflowError
 from asrflow.folds import build_vocab
 from asrflow.io import atomic_path, write_json
 from asrflow.manifest import Utterance, read_manifest, total_seconds
-from asrflow.model import compute_device, make_processor, resolve_base
+from asrflow.checkpoint import open_base
+from asrflow.model import make_processor
 from asrflow.report import mean_dev_cer
-from asrflow.train import fit, loop_config, model_overrides, seed_everything, split_alignable, training_set
+from asrflow.train import fit, loop_config, prepare_model, split_alignable, training_set
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +78,13 @@ def refit(method_name: str, utterances: list[Utterance], speed_copies: list[Utte
     `out_dir` (a fresh folder); return what was trained on what."""
     train_cfg, language = params["train"], params["corpus"]["language"]
     method = methods.get(method_name)
+    base = open_base(base_dir)
     vocab = build_vocab([u.text for u in utterances])
-    processor = make_processor(vocab)
-    seed_everything(train_cfg["seed"])
-    model = method.prepare(resolve_base(base_dir), vocab, model_overrides(params["augment"], vocab),
-                           train_cfg[method_name], language).to(compute_device())
+    processor = make_processor(vocab, base.feature_extractor())
+    model = prepare_model(base, method_name, vocab, params)
     clips, dropped = split_alignable(model, load_clips(training_set(utterances, speed_copies),
-                                                       lambda text: processor.tokenizer(text).input_ids))
+                                                       lambda text: processor.tokenizer(text).input_ids,
+                                                       processor.feature_extractor))
     trainable, total = methods.count_parameters(model)
     log.info("release: %s on %d speakers, %d clips (%.1f min with speed copies), %d epochs", method_name,
              len({u.speaker for u in utterances}), len(clips), sum(c.n_samples for c in clips) / TARGET_RATE / 60,
@@ -95,9 +96,9 @@ def refit(method_name: str, utterances: list[Utterance], speed_copies: list[Utte
 
     # patience = epochs too, so that no setting can stop it early (fit never stops early without dev clips anyway).
     cfg = dataclasses.replace(loop_config(train_cfg, method_name), max_epochs=epochs, patience=epochs)
-    result = fit(method.task(model, processor, train_cfg[method_name]), clips, [], cfg, save, None,
+    result = fit(method.task(model, processor, train_cfg[method_name], base), clips, [], cfg, save, None,
                  f"release/{method_name}")
-    return {"method": method_name, "language": language, "base": resolve_base(base_dir), "epochs": epochs,
+    return {"method": method_name, "language": language, "base": base.name, "epochs": epochs,
             "speakers": sorted({u.speaker for u in utterances}), "utterances": len(utterances),
             "audio_seconds": round(total_seconds(utterances), 2),
             "train_audio_seconds": round(sum(c.n_samples for c in clips) / TARGET_RATE, 2),

@@ -3,7 +3,8 @@ that is killed (SIGKILL, a pre-empted cluster node) and started again continues 
 of starting over.
 
 The folder (`.<output name>.resume/`) is never a declared output, so neither engine mistakes it for a finished
-result. It holds `state/` (model, optimizer, RNG and early-stopping state, rewritten atomically each epoch) and
+result. It holds `state/` (model, optimizer, gradient scaler, CPU and CUDA RNG and early-stopping state, rewritten
+atomically each epoch) and
 `best/` (the best model so far). Everything is safetensors or JSON: nothing is unpickled. A fingerprint of the job's
 params and input files guards it: a folder left by a different configuration is discarded, not resumed.
 """
@@ -55,19 +56,38 @@ def resume_dir(out_dir: Path) -> Path:
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """AdamW's state as flat tensors (for safetensors) plus the JSON-able rest."""
+    """The optimiser's state as flat tensors (for safetensors) plus the JSON-able rest (plain numbers, such as
+    Adafactor's step count)."""
     state = optimizer.state_dict()
     tensors = {f"{index}.{name}": value.detach().clone().contiguous()
-               for index, slots in state["state"].items() for name, value in slots.items()}
-    return tensors, {"param_groups": state["param_groups"]}
+               for index, slots in state["state"].items() for name, value in slots.items()
+               if isinstance(value, torch.Tensor)}
+    numbers = {f"{index}.{name}": value for index, slots in state["state"].items() for name, value in slots.items()
+               if not isinstance(value, torch.Tensor)}
+    return tensors, {"param_groups": state["param_groups"], "numbers": numbers}
 
 
 def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], rest: dict) -> None:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
+    state: dict[int, dict] = {}
+    for key, value in {**tensors, **rest.get("numbers", {})}.items():
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
+
+
+def _rng_tensors() -> dict[str, torch.Tensor]:
+    """torch's CPU generator and, on a GPU machine, every CUDA device's (dropout and SpecAugment draw from them)."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors |= {f"cuda{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())}
+    return tensors
+
+
+def _restore_rng(tensors: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[f"cuda{i}"] for i in range(len(tensors) - 1)]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def _json_ready(value):
@@ -89,7 +109,8 @@ class Checkpoints:
     def best(self) -> Path:
         return self.directory / "best"
 
-    def load(self, model: torch.nn.Module, optimizer, scheduler, rng: random.Random) -> LoopState:
+    def load(self, model: torch.nn.Module, optimizer, scheduler, scaler: torch.amp.GradScaler,
+             rng: random.Random) -> LoopState:
         """The saved state, restored into the live objects; a fresh LoopState if there is nothing valid to resume."""
         state_dir = self.directory / "state"
         if not (state_dir / "loop.json").is_file():
@@ -102,15 +123,18 @@ class Checkpoints:
         model.load_state_dict(load_file(str(state_dir / "model.safetensors")), strict=False)
         _restore_optimizer(optimizer, load_file(str(state_dir / "optimizer.safetensors")), saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
+        if saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
         rng.setstate(_as_tuple(saved["python_rng"]))
         np.random.set_state(tuple(_as_tuple(saved["numpy_rng"])))
-        torch.set_rng_state(load_file(str(state_dir / "rng.safetensors"))["torch"])
+        _restore_rng(load_file(str(state_dir / "rng.safetensors")))
         state = LoopState(**saved["loop"])
         log.info("resuming from %s after epoch %d (best so far: epoch %d)", self.directory, state.epoch,
                  state.best["epoch"])
         return state
 
-    def save(self, model: torch.nn.Module, optimizer, scheduler, rng: random.Random, state: LoopState) -> None:
+    def save(self, model: torch.nn.Module, optimizer, scheduler, scaler: torch.amp.GradScaler, rng: random.Random,
+             state: LoopState) -> None:
         with atomic_path(self.directory / "state") as tmp:
             tmp.mkdir()
             trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -118,9 +142,9 @@ class Checkpoints:
                       str(tmp / "model.safetensors"))
             tensors, rest = _optimizer_tensors(optimizer)
             save_file(tensors, str(tmp / "optimizer.safetensors"))
-            save_file({"torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+            save_file(_rng_tensors(), str(tmp / "rng.safetensors"))
             write_json(tmp / "loop.json", {"key": self.key, "loop": dataclasses.asdict(state), "optimizer": rest,
-                                           "scheduler": scheduler.state_dict(),
+                                           "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                                            "python_rng": _json_ready(rng.getstate()),
                                            "numpy_rng": _json_ready(np.random.get_state())})
 

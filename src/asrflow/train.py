@@ -1,10 +1,16 @@
 """The `train` stage: fine-tune one method on one fold, and the one training loop every method (and the demo base
 pre-training) uses.
 
-The loop: length-bucketed batches capped by total audio seconds, AdamW, linear warm-up then linear decay, gradient
-clipping, dev-CER early stopping with patience, the best checkpoint saved in Hugging Face format with its processor.
-Clips too short for their transcript under CTC (fewer frames than labels) are dropped and reported, not fed to an
-inf loss; a non-finite loss stops the run naming the batch's utterances.
+The loop: length-bucketed batches capped by total audio seconds, AdamW (or Adafactor), linear warm-up then linear
+decay, gradient clipping, dev-CER early stopping with patience, the best checkpoint saved in Hugging Face format with
+its processor. Clips too short for their transcript under CTC (fewer frames than labels) are dropped and reported, not
+fed to an inf loss; a non-finite loss stops the run naming the batch's utterances.
+
+Memory (for 300 M – 1 B parameter bases on one GPU): `precision` bf16/fp16 autocasts forward passes (float32 master
+weights; fp16 with a gradient scaler; the CTC loss in float32), `gradient_checkpointing` recomputes each layer's
+activations in the backward pass, and `micro_batch_seconds` cuts each batch into micro-batches whose gradients are
+accumulated, weighted by their share of the batch's utterances, so that one optimiser step still covers
+`batch_seconds` of audio and gives the gradient of the whole batch (exactly, up to floating-point order).
 """
 
 from __future__ import annotations
@@ -28,14 +34,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
+from transformers.optimization import Adafactor
 
 from asrflow import config, distributed, methods
 from asrflow.audio import TARGET_RATE
 from asrflow.batching import Clip, bucket_batches, load_clips
+from asrflow.checkpoint import DESCRIPTION, Base, open_base
 from asrflow.errors import AsrflowError
 from asrflow.io import atomic_path, read_json, write_json
 from asrflow.manifest import Utterance, read_manifest, total_seconds
-from asrflow.model import compute_device, make_processor, resolve_base
+from asrflow.model import autocast, compute_device, make_processor, model_device
 from asrflow.resume import Checkpoints, LoopState, fingerprint, resume_dir
 
 log = logging.getLogger(__name__)
@@ -54,6 +62,21 @@ class LoopConfig:
     warmup_steps: int
     grad_clip: float
     seed: int
+    precision: str = "fp32"
+    gradient_checkpointing: bool = False
+    micro_batch_seconds: float | None = None  # None: the whole batch at once
+    optimizer: str = "adamw"
+
+    @property
+    def micro_seconds(self) -> float:
+        return min(self.micro_batch_seconds or self.batch_seconds, self.batch_seconds)
+
+
+# Loop settings a method may override under train.<method>; every one of them also has a train-wide value.
+LOOP_OVERRIDES = ("max_epochs", "patience", "batch_seconds", "precision", "gradient_checkpointing",
+                  "micro_batch_seconds", "optimizer")
+LOOP_DEFAULTS = {"precision": "fp32", "gradient_checkpointing": False, "micro_batch_seconds": None,
+                 "optimizer": "adamw"}
 
 
 def seed_everything(seed: int) -> None:
@@ -73,14 +96,14 @@ def ctc_rejection(clip: Clip, frames: int) -> str:
         return "no labels: empty transcript"
     needed = ctc_frames_needed(clip.labels)
     if frames < needed:
-        return (f"too short for its transcript under CTC: {len(clip.samples) / TARGET_RATE:.2f} s gives {frames} "
+        return (f"too short for its transcript under CTC: {clip.n_samples / TARGET_RATE:.2f} s gives {frames} "
                 f"frames, its {len(clip.labels)} labels need {needed}")
     return ""
 
 
 def split_alignable(model: torch.nn.Module, clips: list[Clip]) -> tuple[list[Clip], list[tuple[Clip, str]]]:
     """(clips CTC can align, [(clip, reason)] for the others): rejected with a reason, never fed to an inf loss."""
-    lengths = torch.tensor([len(c.samples) for c in clips])
+    lengths = torch.tensor([len(c.inputs) for c in clips])
     frames = model._get_feat_extract_output_lengths(lengths).tolist()
     reasons = [ctc_rejection(c, n) for c, n in zip(clips, frames)]
     dropped = [(c, r) for c, r in zip(clips, reasons) if r]
@@ -107,8 +130,39 @@ def _shard(batch_ids: list[int]) -> list[int]:
     return batch_ids[distributed.rank()::distributed.world_size()]
 
 
-def _train_epoch(task, optimizer, scheduler, clips: list[Clip], cfg: LoopConfig, rng: random.Random,
-                 params: list[torch.nn.Parameter], desc: str) -> tuple[float, float]:
+def micro_batches(clips: list[Clip], max_seconds: float) -> list[list[Clip]]:
+    """`clips` (one batch) in consecutive micro-batches whose padded audio stays within `max_seconds` (at least one
+    clip each): one micro-batch when the whole batch fits."""
+    budget = max_seconds * TARGET_RATE
+    groups: list[list[Clip]] = [[]]
+    for clip in clips:
+        longest = max([c.n_samples for c in groups[-1]] + [clip.n_samples])
+        if groups[-1] and longest * (len(groups[-1]) + 1) > budget:
+            groups.append([])
+        groups[-1].append(clip)
+    return groups
+
+
+def accumulate_loss(task, clips: list[Clip], cfg: LoopConfig, scaler: torch.amp.GradScaler) -> float:
+    """Forward and backward over `clips` in micro-batches; the gradients add up to the whole batch's (each
+    micro-batch's mean loss weighted by its share of the utterances). Returns the batch's loss."""
+    total = 0.0
+    groups = micro_batches(clips, cfg.micro_seconds)
+    for group in groups:
+        with autocast(cfg.precision, model_device(task.model)):
+            loss = task.loss(group)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"non-finite CTC loss ({loss.item()}) on the batch of utterances "
+                                f"{[c.utt_id for c in group]}; check their audio and transcripts, or lower the lr")
+        if len(groups) > 1:  # a single micro-batch is left untouched: bit-identical to training without accumulation
+            loss = loss * (len(group) / len(clips))
+        scaler.scale(loss).backward()
+        total += loss.item()
+    return total
+
+
+def _train_epoch(task, optimizer, scheduler, scaler: torch.amp.GradScaler, clips: list[Clip], cfg: LoopConfig,
+                 rng: random.Random, params: list[torch.nn.Parameter], desc: str) -> tuple[float, float]:
     """One pass over `clips`; returns (mean loss, audio seconds seen by all processes)."""
     task.train()
     losses, seconds = [], 0.0
@@ -116,20 +170,33 @@ def _train_epoch(task, optimizer, scheduler, clips: list[Clip], cfg: LoopConfig,
     for batch_ids in tqdm(batches, desc=desc, unit="batch", mininterval=2.0, leave=False,
                           disable=not distributed.is_main()):
         batch_clips = [clips[i] for i in _shard(batch_ids)]
-        loss = task.loss(batch_clips) if batch_clips else None
-        if loss is not None and not torch.isfinite(loss):
-            raise TrainingError(f"non-finite CTC loss ({loss.item()}) on the batch of utterances "
-                                f"{[c.utt_id for c in batch_clips]}; check their audio and transcripts, or lower the lr")
-        if loss is not None:
-            loss.backward()
+        loss = accumulate_loss(task, batch_clips, cfg, scaler) if batch_clips else math.nan
         distributed.average_gradients(params)
+        scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)  # skipped by an fp16 scaler when the gradients overflowed; it then lowers its scale
+        scaler.update()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(distributed.mean(loss.item() if loss is not None else math.nan))
+        losses.append(distributed.mean(loss))
         seconds += sum(clips[i].n_samples for i in batch_ids) / TARGET_RATE
     return float(np.nanmean(losses)), seconds
+
+
+def make_optimizer(params: list[torch.nn.Parameter], cfg: LoopConfig) -> torch.optim.Optimizer:
+    """AdamW keeps two float32 moments per trained weight (8 bytes each: 8 GB for a 1 B model). Adafactor keeps
+    factored second moments (rows + columns of each matrix) and no first moment: almost no optimiser memory, at the
+    price of noisier updates; it is what large models are fine-tuned with when AdamW's state does not fit."""
+    if cfg.optimizer == "adafactor":
+        return Adafactor(params, lr=cfg.lr, scale_parameter=False, relative_step=False, warmup_init=False)
+    return torch.optim.AdamW(params, lr=cfg.lr)
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """transformers' own per-layer checkpointing, non-reentrant: the reentrant form gives no gradients to weights
+    inside a checkpointed layer whose input does not require grad (adapters and LoRA on a frozen trunk)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def parameter_digest(params: list[torch.nn.Parameter]) -> str:
@@ -140,10 +207,11 @@ def parameter_digest(params: list[torch.nn.Parameter]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _evaluate_dev(task, dev: list, batch_seconds: float) -> tuple[float, float]:
+def _evaluate_dev(task, dev: list, batch_seconds: float, precision: str) -> tuple[float, float]:
     if not dev:
         return math.nan, math.nan
-    return error_rates([c.text for c in dev], task.transcribe(dev, batch_seconds))
+    with autocast(precision, model_device(task.model)):
+        return error_rates([c.text for c in dev], task.transcribe(dev, batch_seconds))
 
 
 def fit(task, train: list[Clip], dev: list[Clip], cfg: LoopConfig, save_best: Callable[[torch.nn.Module], None],
@@ -159,16 +227,19 @@ def fit(task, train: list[Clip], dev: list[Clip], cfg: LoopConfig, save_best: Ca
     rng = random.Random(cfg.seed)
     early_stopping = bool(dev)
     train, dev = task.prepare(train), task.prepare(dev) if distributed.is_main() else []
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(task.model)
     params = [p for p in task.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    optimizer = make_optimizer(params, cfg)
+    scaler = torch.amp.GradScaler(model_device(task.model).type, enabled=cfg.precision == "fp16")
     steps_per_epoch = len(bucket_batches([c.n_samples for c in train], cfg.batch_seconds, random.Random(0)))
     scheduler = get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, steps_per_epoch * cfg.max_epochs)
-    state = checkpoints.load(task.model, optimizer, scheduler, rng) if checkpoints else LoopState()
+    state = checkpoints.load(task.model, optimizer, scheduler, scaler, rng) if checkpoints else LoopState()
     started = time.perf_counter() - state.seconds
     while state.epoch < cfg.max_epochs and not (early_stopping and state.stale >= cfg.patience):
         state.epoch += 1
         epoch_start = time.perf_counter()
-        loss, seconds = _train_epoch(task, optimizer, scheduler, train, cfg, rng, params,
+        loss, seconds = _train_epoch(task, optimizer, scheduler, scaler, train, cfg, rng, params,
                                      f"{label} epoch {state.epoch}")
         train_time = time.perf_counter() - epoch_start
         if distributed.is_main():
@@ -176,7 +247,7 @@ def fit(task, train: list[Clip], dev: list[Clip], cfg: LoopConfig, save_best: Ca
         state.stale = distributed.broadcast(state.stale)
         state.seconds = time.perf_counter() - started
         if checkpoints and distributed.is_main():
-            checkpoints.save(task.model, optimizer, scheduler, rng, state)
+            checkpoints.save(task.model, optimizer, scheduler, scaler, rng, state)
     log.info("%s: trained parameters digest %s (process %d of %d)", label, parameter_digest(params),
              distributed.rank(), distributed.world_size())
     if early_stopping and state.stale >= cfg.patience:
@@ -191,7 +262,7 @@ def fit(task, train: list[Clip], dev: list[Clip], cfg: LoopConfig, save_best: Ca
 def _finish_epoch(task, dev: list, cfg: LoopConfig, state: LoopState, save_best: Callable[[torch.nn.Module], None],
                   loss: float, speed: float, scheduler, curve_path: Path | None, label: str) -> None:
     """Dev evaluation, best checkpoint, curve row and log line after one epoch (first process only)."""
-    dev_cer, dev_wer = _evaluate_dev(task, dev, cfg.batch_seconds * 2)
+    dev_cer, dev_wer = _evaluate_dev(task, dev, cfg.batch_seconds * 2, cfg.precision)
     improved = dev_cer < state.best["dev_cer"] if dev else state.epoch == cfg.max_epochs
     if improved:
         state.best = {"dev_cer": dev_cer, "dev_wer": dev_wer, "epoch": state.epoch}
@@ -214,13 +285,12 @@ def training_set(train: list[Utterance], speed_copies: list[Utterance]) -> list[
 
 
 def loop_config(train_cfg: dict, method: str) -> LoopConfig:
-    """The loop settings of `method`: train.<method> may override max_epochs, patience and batch_seconds (an epoch of
-    the frozen method costs a fraction of one of full fine-tuning)."""
+    """The loop settings of `method`: train.<method> may override any of LOOP_OVERRIDES (an epoch of the frozen
+    method costs a fraction of one of full fine-tuning; a 1 B full fine-tune may need bf16 where an adapter does not)."""
     own = train_cfg[method]
-    return LoopConfig(lr=own["lr"], max_epochs=own.get("max_epochs", train_cfg["max_epochs"]),
-                      patience=own.get("patience", train_cfg["patience"]),
-                      batch_seconds=own.get("batch_seconds", train_cfg["batch_seconds"]),
-                      warmup_steps=train_cfg["warmup_steps"], grad_clip=train_cfg["grad_clip"], seed=train_cfg["seed"])
+    shared = {key: own.get(key, train_cfg.get(key, LOOP_DEFAULTS.get(key))) for key in LOOP_OVERRIDES}
+    return LoopConfig(lr=own["lr"], warmup_steps=train_cfg["warmup_steps"], grad_clip=train_cfg["grad_clip"],
+                      seed=train_cfg["seed"], **shared)
 
 
 def model_overrides(augment_cfg: dict, vocab: dict[str, int]) -> dict:
@@ -229,31 +299,42 @@ def model_overrides(augment_cfg: dict, vocab: dict[str, int]) -> dict:
             "pad_token_id": vocab["<pad>"], "ctc_loss_reduction": "mean"}
 
 
+def prepare_model(base: Base, method_name: str, vocab: dict[str, int], params: dict) -> torch.nn.Module:
+    """The method's model for `vocab` on the compute device, seeded; refuses a method the base cannot take first."""
+    train_cfg = params["train"]
+    methods.check_available(base, method_name, train_cfg)
+    seed_everything(train_cfg["seed"])
+    language = params["corpus"]["language"]
+    return methods.get(method_name).prepare(base, vocab, model_overrides(params["augment"], vocab),
+                                            train_cfg[method_name], language,
+                                            params["model"].get("base_language") or language).to(compute_device())
+
+
 def train_fold(fold_dir: Path, speed_manifest: Path, base_dir: Path, method_name: str, params: dict,
                out_dir: Path, curve_path: Path) -> dict:
     train_cfg, augment_cfg = params["train"], params["augment"]
     language = params["corpus"]["language"]
     method = methods.get(method_name)
+    base = open_base(base_dir)
     vocab = read_json(fold_dir / "vocab.json")
-    processor = make_processor(vocab)
-    seed_everything(train_cfg["seed"])
-    model = method.prepare(resolve_base(base_dir), vocab, model_overrides(augment_cfg, vocab), train_cfg[method_name],
-                           language).to(compute_device())
+    feature_extractor = base.feature_extractor()
+    processor = make_processor(vocab, feature_extractor)
+    model = prepare_model(base, method_name, vocab, params)
 
     def encode(text: str) -> list[int]:
         return processor.tokenizer(text).input_ids
 
     train_utts = training_set(read_manifest(fold_dir / "train.csv"), read_manifest(speed_manifest))
-    train_clips, dropped = split_alignable(model, load_clips(train_utts, encode))
-    dev_clips = load_clips(read_manifest(fold_dir / "dev.csv"), encode)
+    train_clips, dropped = split_alignable(model, load_clips(train_utts, encode, feature_extractor))
+    dev_clips = load_clips(read_manifest(fold_dir / "dev.csv"), encode, feature_extractor)
     trainable, total = methods.count_parameters(model)
     log.info("%s fold %s: %d training clips (%.1f min with speed copies), %d dev clips, %d/%d parameters train",
              method_name, fold_dir.name, len(train_clips), total_seconds(train_utts) / 60, len(dev_clips),
              trainable, total)
 
+    # base.json holds the digest of every base tensor: the resumed run starts from the same weights.
     inputs = [fold_dir / "train.csv", fold_dir / "dev.csv", fold_dir / "vocab.json", speed_manifest,
-              *sorted(Path(resolve_base(base_dir)).glob("*.json")),
-              *sorted(Path(resolve_base(base_dir)).glob("*.safetensors"))]
+              base_dir / DESCRIPTION]
     checkpoints = Checkpoints(resume_dir(out_dir), fingerprint({**params, "processes": distributed.world_size()},
                                                                 inputs))
 
@@ -262,17 +343,18 @@ def train_fold(fold_dir: Path, speed_manifest: Path, base_dir: Path, method_name
             method.save(trained, tmp, language)
             processor.save_pretrained(tmp)
 
-    result = fit(method.task(model, processor, train_cfg[method_name]), train_clips, dev_clips,
+    result = fit(method.task(model, processor, train_cfg[method_name], base), train_clips, dev_clips,
                  loop_config(train_cfg, method_name), save_best, curve_path, f"{method_name}/{fold_dir.name}",
                  checkpoints)
     info = {**result, "method": method_name, "fold": int(fold_dir.name.removeprefix("fold")),
             "language": language, "trainable_params": trainable, "total_params": total,
             "train_audio_seconds": round(sum(c.n_samples for c in train_clips) / TARGET_RATE, 2),
             "dropped_utterances": [{"utt_id": c.utt_id, "reason": r} for c, r in dropped],
-            "base": resolve_base(base_dir),
+            "base": base.name, "base_model_type": base.model_type,
             "settings": {k: v for k, v in train_cfg.items() if k in {"seed", "max_epochs", "patience",
                                                                     "batch_seconds", "warmup_steps", "grad_clip"}}
-            | {method_name: train_cfg[method_name], "augment": augment_cfg}}
+            | {method_name: train_cfg[method_name], "augment": augment_cfg},
+            "loop": dataclasses.asdict(loop_config(train_cfg, method_name))}
     if distributed.is_main():
         with atomic_path(out_dir) as tmp:
             shutil.copytree(checkpoints.best, tmp)

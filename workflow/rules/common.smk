@@ -27,20 +27,20 @@ CODE = {
     "pretrain": ["src/asrflow/pretrain.py", "src/asrflow/train.py", "src/asrflow/model.py", "src/asrflow/batching.py",
                  "src/asrflow/methods", "src/asrflow/audio.py", "src/asrflow/text.py", "src/asrflow/folds.py",
                  "src/asrflow/corpus/audiofolder.py", "src/asrflow/corpus/entries.py", "src/asrflow/corpus/paths.py",
-                 "src/asrflow/manifest.py", "src/asrflow/features.py", "src/asrflow/resume.py",
+                 "src/asrflow/manifest.py", "src/asrflow/features.py", "src/asrflow/checkpoint.py", "src/asrflow/resume.py",
                  "src/asrflow/distributed.py"],
     "train": ["src/asrflow/train.py", "src/asrflow/model.py", "src/asrflow/batching.py", "src/asrflow/methods",
-              "src/asrflow/audio.py", "src/asrflow/folds.py", "src/asrflow/manifest.py", "src/asrflow/features.py",
+              "src/asrflow/audio.py", "src/asrflow/folds.py", "src/asrflow/manifest.py", "src/asrflow/features.py", "src/asrflow/checkpoint.py",
               "src/asrflow/resume.py", "src/asrflow/distributed.py"],
     "lm": ["src/asrflow/lm.py", "src/asrflow/manifest.py"],
     "evaluate": ["src/asrflow/evaluate.py", "src/asrflow/decode.py", "src/asrflow/lm.py", "src/asrflow/train.py",
                  "src/asrflow/model.py", "src/asrflow/batching.py", "src/asrflow/methods", "src/asrflow/audio.py",
-                 "src/asrflow/folds.py", "src/asrflow/manifest.py", "src/asrflow/features.py", "src/asrflow/resume.py",
+                 "src/asrflow/folds.py", "src/asrflow/manifest.py", "src/asrflow/features.py", "src/asrflow/checkpoint.py", "src/asrflow/resume.py",
                  "src/asrflow/distributed.py"],
     "report": ["src/asrflow/report.py"],
     "data_report": ["src/asrflow/data_report.py", "src/asrflow/manifest.py"],
     "release": ["src/asrflow/release.py", "src/asrflow/train.py", "src/asrflow/model.py", "src/asrflow/batching.py",
-                "src/asrflow/methods", "src/asrflow/features.py", "src/asrflow/audio.py", "src/asrflow/folds.py",
+                "src/asrflow/methods", "src/asrflow/features.py", "src/asrflow/checkpoint.py", "src/asrflow/audio.py", "src/asrflow/folds.py",
                 "src/asrflow/manifest.py", "src/asrflow/resume.py", "src/asrflow/distributed.py",
                 "src/asrflow/report.py"],
     "search": ["src/asrflow/search.py", "src/asrflow/report.py"],
@@ -121,12 +121,20 @@ def runtime(stage):
     return RESOURCES[stage]["runtime"]
 
 
-def train_gpus():
-    """GPUs for one training job: `resources.gpus_per_process` for each of its `train.processes` data-parallel
-    processes (and `resources.gpu_model`). The SLURM executor turns `gpu` and `gpu_model` into
-    `sbatch --gpus=[model:]N`; 0 asks for none. A local run only counts them against `--resources gpu=N`."""
+# Stages that run the model, and their processes: a training job one per `train.processes`, the others one.
+MODEL_STAGES = {"pretrain": 1, "train": "train.processes", "evaluate": 1, "release": 1}
+
+
+def gpus(stage):
+    """GPUs for one job of a stage that runs the model: `resources.gpus_per_process` for each of its processes (and
+    `resources.gpu_model`). The SLURM executor turns `gpu` and `gpu_model` into `sbatch --gpus=[model:]N`; 0 asks for
+    none. A local run only counts them against `--resources gpu=N`. The release refits a whole model and the
+    evaluation runs it on every test and dev clip: on a cluster they need a GPU node as much as training does."""
     settings = config.get("resources", {})
-    gpus = {"gpu": int(settings.get("gpus_per_process", 0)) * int(config["train"]["processes"])}
+    processes = MODEL_STAGES[stage]
+    if processes == "train.processes":
+        processes = int(config["train"]["processes"])
+    gpus = {"gpu": int(settings.get("gpus_per_process", 0)) * processes}
     if settings.get("gpu_model"):
         gpus["gpu_model"] = settings["gpu_model"]
     return gpus

@@ -15,6 +15,7 @@ rule pretrain:
     resources:
         mem_mb=mem_mb("pretrain"),
         runtime=runtime("pretrain"),
+        **gpus("pretrain"),
     shell:
         "asrflow pretrain --source {input.source} --out {output} --threads {threads} --log {log}"
 
@@ -36,7 +37,7 @@ rule train:
     resources:
         mem_mb=mem_mb("train"),
         runtime=runtime("train"),
-        **train_gpus(),
+        **gpus("train"),
     shell:
         "asrflow train --fold {wildcards.fold} --method {wildcards.method} --folds {input.folds}"
         " --speed {input.speed} --base {input.base} --out {output.model} --curve {output.curve}"
@@ -60,6 +61,7 @@ rule evaluate:
     resources:
         mem_mb=mem_mb("evaluate"),
         runtime=runtime("evaluate"),
+        **gpus("evaluate"),
     shell:
         "asrflow evaluate --fold {wildcards.fold} --method {wildcards.method} --folds {input.folds}"
         " --model {input.model} --out {output.metrics} --publish {output.model} --lm {input.lm}"

@@ -19,6 +19,7 @@ rule release:
     resources:
         mem_mb=mem_mb("release"),
         runtime=runtime("release"),
+        **gpus("release"),
     shell:
         "asrflow release --summary {input.summary} --folds-table {input.folds_table} --utterances {input.utterances}"
         " --speed {input.speed} --base {input.base} --out {output} --threads {threads} --log {log}"

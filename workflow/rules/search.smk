@@ -23,7 +23,7 @@ rule search_train:
     resources:
         mem_mb=mem_mb("train"),
         runtime=runtime("train"),
-        **train_gpus(),
+        **gpus("train"),
     shell:
         "asrflow train --fold {wildcards.fold} --method {wildcards.method} --folds {input.folds}"
         " --speed {input.speed} --base {input.base} --out {output.model} --curve {output.curve}"

@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from transformers import Wav2Vec2ForCTC
+from transformers import PreTrainedModel, ProcessorMixin
+
+from asrflow.checkpoint import Base
+from asrflow.errors import AsrflowError
 
 from asrflow.methods.adapter import LanguageAdapter
 from asrflow.methods.frozen import FrozenEncoder
@@ -20,16 +23,21 @@ from asrflow.methods.scratch import Scratch
 class Method(Protocol):
     name: str
 
-    def prepare(self, base: str, vocab: dict[str, int], overrides: dict, cfg: dict, language: str) -> torch.nn.Module:
-        """Load `base` with a CTC head for `vocab` (token → id) and mark which parameters train."""
+    def unavailable(self, base: Base, cfg: dict) -> str:
+        """Why this method cannot train on `base` with settings `cfg` ('' if it can)."""
 
-    def task(self, model: torch.nn.Module, processor, cfg: dict):
-        """What the training loop trains on: raw audio (asrflow.model.AudioTask) or cached features."""
+    def prepare(self, base: Base, vocab: dict[str, int], overrides: dict, cfg: dict, language: str,
+                warm_language: str | None = None) -> torch.nn.Module:
+        """Load `base` with a CTC head for `vocab` (token → id) and mark which parameters train; `language` is the
+        corpus', `warm_language` the base's vocabulary/adapter entry to warm-start from (default: `language`)."""
+
+    def task(self, model: torch.nn.Module, processor: ProcessorMixin, cfg: dict, base: Base):
+        """What the training loop trains on: the base's inputs (asrflow.model.AudioTask) or cached features."""
 
     def save(self, model: torch.nn.Module, out_dir: Path, language: str) -> None:
         """Write the model so that plain transformers (or peft) can load it."""
 
-    def load(self, model_dir: Path, language: str) -> Wav2Vec2ForCTC:
+    def load(self, model_dir: Path, language: str) -> PreTrainedModel:
         """Load what `save` wrote, ready for inference."""
 
 
@@ -37,10 +45,24 @@ METHODS: dict[str, Method] = {m.name: m for m in (FullFineTune(), LanguageAdapte
                                                    Scratch())}
 
 
+class MethodUnavailable(AsrflowError):
+    """A method cannot train on the configured base; the message names the base, the reason and what can run."""
+
+
 def get(name: str) -> Method:
     if name not in METHODS:
         raise KeyError(f"unknown method {name!r}; known: {sorted(METHODS)}")
     return METHODS[name]
+
+
+def check_available(base: Base, name: str, train_cfg: dict) -> None:
+    """Stop before any training when `name` cannot run on `base`, naming the methods that can (with the settings
+    in `train_cfg`, the params' train section)."""
+    reason = get(name).unavailable(base, train_cfg.get(name, {}))
+    if reason:
+        can = [m for m, method in METHODS.items() if not method.unavailable(base, train_cfg.get(m, {}))]
+        raise MethodUnavailable(f"method {name!r} cannot train on model.base {base.name} ({base.model_type}): "
+                                f"{reason}. Methods that can: {', '.join(can)}")
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

@@ -11,24 +11,41 @@ from safetensors.torch import save_file
 from transformers import Wav2Vec2ForCTC
 from transformers.models.wav2vec2.modeling_wav2vec2 import WAV2VEC2_ADAPTER_SAFE_FILE
 
-from asrflow.errors import AsrflowError
+from asrflow.checkpoint import ADAPTER_FILE, HEAD_PREFIX, Base, read_tensors
 from asrflow.methods.full import ConvFrozenMethod, load_with_new_head, require_safetensors, warm_start_head
 
 
-class AdapterMethodError(AsrflowError):
-    """The base checkpoint cannot take language adapters."""
+def warm_start_adapters(model: Wav2Vec2ForCTC, base: Base, language: str) -> int:
+    """Start the adapter layers from the base's adapter for `language` (an MMS base ships one per language it
+    knows): a related language's adapter is a better start than noise. Returns how many tensors were copied."""
+    path = base.directory / ADAPTER_FILE.format(language)
+    if not path.is_file():
+        return 0
+    wanted = {name for name in model._get_adapters() if not name.startswith(HEAD_PREFIX)}
+    found = read_tensors([path], wanted)
+    model.load_state_dict(found, strict=False)
+    return len(found)
 
 
 class LanguageAdapter(ConvFrozenMethod):
     name = "adapter"
 
-    def prepare(self, base: str, vocab: dict[str, int], overrides: dict, cfg: dict, language: str) -> torch.nn.Module:
-        model = load_with_new_head(base, vocab, overrides)
-        if getattr(model.config, "adapter_attn_dim", None) is None:
-            raise AdapterMethodError(f"model.base {base} has no adapter layers (config.adapter_attn_dim is unset); "
-                                     f"use an MMS checkpoint, or another method")
-        model.init_adapter_layers()  # fresh adapters for a new language; this also re-initialises the head
-        warm_start_head(model, Path(base), vocab)
+    def unavailable(self, base: Base, cfg: dict) -> str:
+        if base.has_mms_adapters:
+            return ""
+        why = ("config.adapter_attn_dim is unset: it is a checkpoint without MMS adapter layers (MMS-1b-all, -l1107 "
+               "and -fl102 have them)" if base.model_type == "wav2vec2"
+               else f"MMS attention adapters exist only in wav2vec2 models, and this is {base.model_type}")
+        return f"no language adapter layers to train ({why})"
+
+    def prepare(self, base: Base, vocab: dict[str, int], overrides: dict, cfg: dict, language: str,
+                warm_language: str | None = None) -> torch.nn.Module:
+        model = load_with_new_head(base, vocab, overrides, warm_language or language)
+        # transformers 5 re-initialises only the head here and leaves the adapter layers as loaded: the base's own
+        # (MMS: its default language's), unless the base has an adapter file for the warm-start language.
+        model.init_adapter_layers()
+        warm_start_adapters(model, base, warm_language or language)
+        warm_start_head(model, base, vocab, warm_language or language)
         # freeze_base_model() also freezes the adapters (they live inside the base): re-enable exactly those.
         model.freeze_base_model()
         for param in model._get_adapters().values():

@@ -4,17 +4,24 @@ between this and the pre-trained methods."""
 from __future__ import annotations
 
 import torch
-from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+from transformers import AutoConfig, AutoModelForCTC, ProcessorMixin
 
-from asrflow.methods.full import FullFineTune
+from asrflow.checkpoint import Base
+from asrflow.methods.full import AudioMethod, freeze_conv_encoder
+from asrflow.model import AudioTask
 
 
-class Scratch(FullFineTune):
+class Scratch(AudioMethod):
     name = "scratch"
 
-    def prepare(self, base: str, vocab: dict[str, int], overrides: dict, cfg: dict, language: str) -> torch.nn.Module:
-        config = Wav2Vec2Config.from_pretrained(base, vocab_size=len(vocab), **overrides)
-        model = Wav2Vec2ForCTC(config)  # random init, seeded by the training stage
+    def prepare(self, base: Base, vocab: dict[str, int], overrides: dict, cfg: dict, language: str,
+                warm_language: str | None = None) -> torch.nn.Module:
+        config = AutoConfig.from_pretrained(base.directory, vocab_size=len(vocab), **overrides)
+        model = AutoModelForCTC.from_config(config)  # random init, seeded by the training stage
         if cfg.get("freeze_feature_encoder", False):
-            model.freeze_feature_encoder()
+            freeze_conv_encoder(model, base)
         return model
+
+    def task(self, model: torch.nn.Module, processor: ProcessorMixin, cfg: dict, base: Base) -> AudioTask:
+        # Never the conv-feature cache: it is keyed on the base's weights, and these are random.
+        return AudioTask(model, processor)
