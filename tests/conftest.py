@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +214,22 @@ def tiny_project(project: Path) -> Path:
 # --- a tiny project made by the real stages, shared by the tests of trained models -------------------------------
 
 ALL_METHODS = ["full", "adapter", "lora", "frozen", "scratch"]
+
+
+def prepare_data(params: Path, data: Path) -> None:
+    """The data stages on params.yaml's corpus into `data`: import, resample, normalise, folds, speed copies
+    (corpus.csv, resampled/, utterances.csv, folds/, speed/ and the rejects files)."""
+    def data_stage(*args: str) -> None:
+        from asrflow import cli
+
+        assert cli.main([*args, "--params", str(params), "--threads", "1"]) == 0
+
+    data_stage("import", "--out", f"{data}/corpus.csv", "--rejects", f"{data}/import_rejects.csv")
+    data_stage("resample", "--in", f"{data}/corpus.csv", "--out", f"{data}/resampled")
+    data_stage("normalize", "--in", f"{data}/resampled/manifest.csv", "--out", f"{data}/utterances.csv",
+               "--rejects", f"{data}/normalize_rejects.csv")
+    data_stage("split", "--in", f"{data}/utterances.csv", "--out", f"{data}/folds")
+    data_stage("augment", "--in", f"{data}/utterances.csv", "--out", f"{data}/speed")
 
 
 def stage(project: Path, *args: str) -> None:

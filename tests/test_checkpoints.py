@@ -22,7 +22,7 @@ from asrflow.io import read_json, write_json
 from asrflow.methods.frozen import frozen_part
 
 from checkpoint_layouts import INFO, build
-from conftest import ROOT, tiny_params
+from conftest import ROOT, prepare_data, tiny_params
 
 K = 2
 ALL = ["full", "adapter", "lora", "frozen", "scratch"]
@@ -47,13 +47,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["corpus"]["path"] = f"{project}/data/raw/demo"
     (project / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
-    data = project / "data"
-    stage(project, "import", "--out", f"{data}/corpus.csv", "--rejects", f"{data}/import_rejects.csv")
-    stage(project, "resample", "--in", f"{data}/corpus.csv", "--out", f"{data}/resampled")
-    stage(project, "normalize", "--in", f"{data}/resampled/manifest.csv", "--out", f"{data}/utterances.csv",
-          "--rejects", f"{data}/normalize_rejects.csv")
-    stage(project, "split", "--in", f"{data}/utterances.csv", "--out", f"{data}/folds")
-    stage(project, "augment", "--in", f"{data}/utterances.csv", "--out", f"{data}/speed")
+    prepare_data(project / "params.yaml", project / "data")
     return project
 
 

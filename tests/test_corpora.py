@@ -21,7 +21,7 @@ from asrflow.features import CACHE_ENV
 from asrflow.manifest import ManifestError, Rejects, read_manifest, read_rejects
 from asrflow.checkpoint import open_base
 
-from conftest import ROOT, tiny_params
+from conftest import ROOT, prepare_data, tiny_params
 from corpus_fixtures import WRITERS, Row, tone
 
 
@@ -77,12 +77,7 @@ FORMATS = {"commonvoice": commonvoice, "kaldi": kaldi, "elan": elan}
 
 def run_pipeline(project: Path, params: Path) -> None:
     data = project / "data"
-    stage(params, "import", "--out", f"{data}/corpus.csv", "--rejects", f"{data}/import_rejects.csv")
-    stage(params, "resample", "--in", f"{data}/corpus.csv", "--out", f"{data}/resampled")
-    stage(params, "normalize", "--in", f"{data}/resampled/manifest.csv", "--out", f"{data}/utterances.csv",
-          "--rejects", f"{data}/normalize_rejects.csv")
-    stage(params, "split", "--in", f"{data}/utterances.csv", "--out", f"{data}/folds")
-    stage(params, "augment", "--in", f"{data}/utterances.csv", "--out", f"{data}/speed")
+    prepare_data(params, data)
     stage(params, "pretrain", "--source", f"{data}/unused", "--out", f"{data}/base")
     for fold in ("0", "1"):
         stage(params, "lm", "--train", f"{data}/folds/fold{fold}/train.csv", "--out", f"{data}/lm/fold{fold}")

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -161,7 +160,6 @@ def test_model_card_has_model_index(tiny_run: Path) -> None:
 @pytest.mark.parametrize("method", ["full", "lora", "adapter"])
 def test_cached_conv_features_give_the_models_own_outputs(tiny_run: Path, method: str) -> None:
     """Training on cached feature-encoder outputs is exact: same loss and logits as the model on raw audio."""
-    from asrflow.batching import collate
     from asrflow.features import ConvCachedTask
     from asrflow.model import AudioTask
 

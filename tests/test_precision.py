@@ -26,8 +26,10 @@ from asrflow.train import (LoopConfig, accumulate_loss, enable_gradient_checkpoi
 from checkpoint_layouts import build
 
 TEXTS = ["taka kita", "ŋata", "kitaŋa taka", "ta ki"]
-# Measured on these tiny models: bf16's loss within 0.3 % of fp32's and its gradients at cosine similarity ≥ 0.9995.
-BF16_LOSS_RTOL, BF16_GRAD_COSINE = 0.02, 0.99
+# Measured here on these tiny models (torch 2.13 CPU autocast): bf16's loss within 9e-5 of fp32's (relative), its
+# gradients at cosine similarity ≥ 0.99998 with fp32's, for full/adapter/lora/frozen. The bounds leave room for other
+# CPUs' and GPUs' bf16 kernels.
+BF16_LOSS_RTOL, BF16_GRAD_COSINE = 5e-3, 0.999
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +68,8 @@ def loss_and_grads(setup: tuple, method: str, cfg: LoopConfig) -> tuple[float, d
     model = model_for(setup, method)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        assert inner.is_activation_checkpointing
     task = methods.get(method).task(model, processor, {"train_top_layers": 1}, base)
     task.train()
     prepared = task.prepare(clips)

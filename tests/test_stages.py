@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
 
 from asrflow import config
 from asrflow.audio import resample
@@ -54,8 +57,9 @@ def test_fold_ids_must_match_k() -> None:
 
 def test_stage_sees_only_its_declared_keys() -> None:
     view = config.load_stage("params.yaml", "train", "full")
-    assert set(view) == {"train", "augment", "corpus"}
+    assert set(view) == {"train", "augment", "corpus", "model"}
     assert set(view["augment"]) == {"mask_time_prob", "mask_time_length"}
+    assert view["model"] == {"base_language": None}, "not model.base: a changed base re-runs pretrain, which re-runs this"
     assert "full" in view["train"] and "evaluate" not in view
 
 
@@ -204,3 +208,17 @@ def test_speed_copies_change_duration_and_only_training_copies_are_used(tmp_path
     assert by_id["tr_sp1.1"].duration == pytest.approx(2.0 / 1.1, abs=0.01)
     chosen = training_set([utts[0]], copies)
     assert [u.utt_id for u in chosen] == ["tr", "tr_sp0.9", "tr_sp1.1"]
+
+
+def test_keys_added_later_take_their_schema_default_when_a_params_file_lacks_them(tmp_path: Path) -> None:
+    """A params.yaml written before the memory settings existed still validates and means what it meant."""
+    params = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
+    for key in ("precision", "gradient_checkpointing", "micro_batch_seconds", "optimizer"):
+        del params["train"][key]
+    del params["model"]["base_language"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    view = config.load_stage(tmp_path / "params.yaml", "train", "full")
+    assert {k: view["train"][k] for k in ("precision", "gradient_checkpointing", "micro_batch_seconds",
+                                          "optimizer")} == {"precision": "fp32", "gradient_checkpointing": False,
+                                                            "micro_batch_seconds": None, "optimizer": "adamw"}
+    assert view["model"] == {"base_language": None}

@@ -161,6 +161,21 @@ def accumulate_loss(task, clips: list[Clip], cfg: LoopConfig, scaler: torch.amp.
     return total
 
 
+def train_step(task, clips: list[Clip], cfg: LoopConfig, optimizer: torch.optim.Optimizer, scheduler,
+               scaler: torch.amp.GradScaler, params: list[torch.nn.Parameter]) -> float:
+    """One optimiser step on this process's share of a batch (possibly none: it still joins the gradient average);
+    returns the batch's loss (NaN without clips)."""
+    loss = accumulate_loss(task, clips, cfg, scaler) if clips else math.nan
+    distributed.average_gradients(params)
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    scaler.step(optimizer)  # skipped by an fp16 scaler when the gradients overflowed; it then lowers its scale
+    scaler.update()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
 def _train_epoch(task, optimizer, scheduler, scaler: torch.amp.GradScaler, clips: list[Clip], cfg: LoopConfig,
                  rng: random.Random, params: list[torch.nn.Parameter], desc: str) -> tuple[float, float]:
     """One pass over `clips`; returns (mean loss, audio seconds seen by all processes)."""
@@ -169,15 +184,7 @@ def _train_epoch(task, optimizer, scheduler, scaler: torch.amp.GradScaler, clips
     batches = bucket_batches([c.n_samples for c in clips], cfg.batch_seconds, rng)
     for batch_ids in tqdm(batches, desc=desc, unit="batch", mininterval=2.0, leave=False,
                           disable=not distributed.is_main()):
-        batch_clips = [clips[i] for i in _shard(batch_ids)]
-        loss = accumulate_loss(task, batch_clips, cfg, scaler) if batch_clips else math.nan
-        distributed.average_gradients(params)
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        scaler.step(optimizer)  # skipped by an fp16 scaler when the gradients overflowed; it then lowers its scale
-        scaler.update()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss = train_step(task, [clips[i] for i in _shard(batch_ids)], cfg, optimizer, scheduler, scaler, params)
         losses.append(distributed.mean(loss))
         seconds += sum(clips[i].n_samples for i in batch_ids) / TARGET_RATE
     return float(np.nanmean(losses)), seconds
@@ -196,7 +203,7 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     """transformers' own per-layer checkpointing, non-reentrant: the reentrant form gives no gradients to weights
     inside a checkpointed layer whose input does not require grad (adapters and LoRA on a frozen trunk)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    inner.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
 
 def parameter_digest(params: list[torch.nn.Parameter]) -> str:

@@ -13,7 +13,6 @@ method caches the whole encoder and trains the head (`train_top_layers: 0`).
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel, ProcessorMixin
@@ -73,7 +72,8 @@ class FrozenEncoder(AudioMethod):
     def prepare(self, base: Base, vocab: dict[str, int], overrides: dict, cfg: dict, language: str,
                 warm_language: str | None = None) -> torch.nn.Module:
         model = load_with_new_head(base, vocab, overrides, warm_language or language)
-        model.freeze_base_model()
+        # What transformers' freeze_base_model does, for every family (data2vec-audio and Wav2Vec2-BERT lack it).
+        encoder_of(model).requires_grad_(False)
         n_top = cfg.get("train_top_layers", 0)
         trainable = top_layers(model, n_top) + ([encoder_of(model).encoder.layer_norm]
                                                 if n_top and stable_layer_norm(model.config) else [])
