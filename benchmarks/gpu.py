@@ -57,7 +57,7 @@ from asrflow.batching import Clip, bucket_batches, model_inputs
 from asrflow.checkpoint import Base, describe
 from asrflow.features import CACHE_ENV
 from asrflow.model import make_processor
-from asrflow.train import (LoopConfig, enable_gradient_checkpointing, loop_config, make_optimizer, train_step,
+from asrflow.loop import (LoopConfig, enable_gradient_checkpointing, loop_config, make_optimizer, train_step,
                            model_overrides, seed_everything)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,7 +28,7 @@ from asrflow.batching import Clip, load_clips
 from asrflow.inference import load_for_inference, quantize_int8, serialized_bytes
 from asrflow.manifest import read_manifest
 from asrflow.model import transcribe_clips
-from asrflow.train import error_rates
+from asrflow.metrics import error_rates
 
 DEMO_MODEL = Path("results/models/full/fold0")
 DEMO_MANIFEST = Path("data/processed/folds/fold0/test.csv")

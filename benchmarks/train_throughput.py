@@ -38,7 +38,7 @@ from asrflow.folds import build_vocab
 from asrflow.io import write_json
 from asrflow.model import make_processor
 from asrflow.pretrain import demo_config
-from asrflow.train import LoopConfig, fit
+from asrflow.loop import LoopConfig, fit
 
 TINY = {"hidden_size": 192, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 768,
         "conv_dim": 96, "adapter_attn_dim": 16}
@@ -88,7 +88,7 @@ def asrflow_epochs(method: str, clips: list, processor, base: Path, epochs: int,
     task.transcribe = lambda dev, seconds: []  # dev scoring is not training throughput
     loop = LoopConfig(lr=1e-4, max_epochs=epochs, patience=epochs, batch_seconds=batch_seconds, warmup_steps=10,
                       grad_clip=1.0, seed=0)
-    train_epoch = sys.modules["asrflow.train"]._train_epoch
+    train_epoch = sys.modules["asrflow.loop"]._train_epoch
 
     def timed_epoch(*args, **kwargs):
         start = time.perf_counter()
@@ -96,12 +96,12 @@ def asrflow_epochs(method: str, clips: list, processor, base: Path, epochs: int,
         durations.append(time.perf_counter() - start)
         return result
 
-    sys.modules["asrflow.train"]._train_epoch = timed_epoch
+    sys.modules["asrflow.loop"]._train_epoch = timed_epoch
     prepare_start = time.perf_counter()
     try:
         fit(task, clips, [], loop, lambda m: None, None, f"asrflow {method}")
     finally:
-        sys.modules["asrflow.train"]._train_epoch = train_epoch
+        sys.modules["asrflow.loop"]._train_epoch = train_epoch
         task.transcribe = original
     durations[0] = time.perf_counter() - prepare_start - sum(durations[1:])  # the first epoch pays for the cache
     return [audio_seconds(clips) / d for d in durations]

@@ -27,7 +27,8 @@ from asrflow.manifest import (BadItemError, ManifestError, Rejects, Utterance, r
 from asrflow.checkpoint import DESCRIPTION, describe
 from asrflow.model import AudioTask, make_processor
 from asrflow.text import normalise_all
-from asrflow.train import LoopConfig, TrainingError, fit, train_fold
+from asrflow.loop import LoopConfig, TrainingError, fit
+from asrflow.train import train_fold
 
 from corpus_fixtures import WRITERS, Row, kaldi, tone
 

@@ -252,3 +252,23 @@ def test_a_local_base_is_described_once_and_not_copied(tmp_path: Path, monkeypat
     info = json.loads((tmp_path / "described" / DESCRIPTION).read_text())
     assert info["path"] == str(base.resolve()) and len(info["weights"]) == 3 and info["vocabulary"] == "none"
     assert {n.split(".")[0] for n in info["tensors"]} >= {"wav2vec2", "quantizer", "project_q"}
+
+
+# --- the memory plan stage ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("budget_gb,fits", [(80, True), (0.01, False)])
+def test_the_plan_stage_judges_the_budget_and_stops_saying_what_to_change(tmp_path: Path, budget_gb: float,
+                                                                           fits: bool) -> None:
+    base = build("mms-1b-all", tmp_path / "checkpoint")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["model"]["base"] = str(base)
+    params["resources"]["gpu_memory_gb"] = budget_gb
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    stage(tmp_path, "pretrain", "--source", "unused", "--out", f"{tmp_path}/base")
+    rc = cli.main(["plan", "--method", "full", "--base", f"{tmp_path}/base", "--out", f"{tmp_path}/plan.json",
+                   "--params", str(tmp_path / "params.yaml"), "--threads", "1"])
+    plan = read_json(tmp_path / "plan.json")
+    assert (rc == 0) is fits and plan["fits"] is fits and plan["budget_bytes"] == int(budget_gb * 1024 ** 3)
+    assert plan["peak_bytes"] >= plan["weights"] + plan["optimizer"] > 0
+    if not fits:
+        assert "train.precision: bf16" in plan["message"] and "train.gradient_checkpointing: true" in plan["message"]

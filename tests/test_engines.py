@@ -36,6 +36,7 @@ def key(stage: str, grid: dict[str, Any]) -> Key:
 
 
 PER_FOLD = ("lm",)  # stages run once per fold (a one-axis matrix in dvc.yaml)
+PER_METHOD = ("plan",)  # stages run once per method of the grid
 # Stages only Snakemake has, outside its default target: the random search (DVC searches with its experiment queue).
 # tests/test_search.py checks their commands and code deps.
 SNAKEMAKE_ONLY = ("search",)
@@ -44,11 +45,12 @@ SNAKEMAKE_ONLY = ("search",)
 def expected_jobs(params: dict[str, Any]) -> set[Key]:
     """One job per stage, lm once per fold, train and evaluate once per fold × method, as params.yaml declares."""
     single = {key(stage, {}) for stage in config.STAGE_PARAMS
-              if stage not in ("train", "evaluate", *PER_FOLD, *SNAKEMAKE_ONLY)}
+              if stage not in ("train", "evaluate", *PER_FOLD, *PER_METHOD, *SNAKEMAKE_ONLY)}
     per_fold = {key(stage, {"fold": f}) for stage in PER_FOLD for f in params["folds"]["ids"]}
+    per_method = {key(stage, {"method": m}) for stage in PER_METHOD for m in params["methods"]}
     grid = {key(stage, {"fold": f, "method": m}) for stage in ("train", "evaluate")
             for f in params["folds"]["ids"] for m in params["methods"]}
-    return single | per_fold | grid
+    return single | per_fold | per_method | grid
 
 
 def norm(path: str) -> str:
@@ -97,9 +99,11 @@ def test_both_engines_plan_the_same_jobs(plan: Plan) -> None:
     expected = expected_jobs(plan.params)
     assert set(plan.snakemake) == expected
     assert set(plan.dvc) == expected
-    assert [t["input"] for t in plan.targets] == [["results/summary.csv", "results/data_report.md", "results/release"]]
+    plans = [f"data/models/plan/{m}.json" for m in plan.params["methods"]]
+    assert [t["input"] for t in plan.targets] == [["results/summary.csv", "results/data_report.md", "results/release",
+                                                   *plans]]
     for stage in plan.dvc.values():
-        assert set(stage["matrix"]) in (set(), {"fold"}, set(GRID))
+        assert set(stage["matrix"]) in (set(), {"fold"}, {"method"}, set(GRID))
 
 
 def test_same_commands(plan: Plan) -> None:

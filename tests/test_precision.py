@@ -5,6 +5,7 @@ and resume. Tiny random models in the MMS (stable-layer-norm, adapters) layout, 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,13 @@ import torch
 from asrflow import methods
 from asrflow.batching import Clip, load_clips
 from asrflow.checkpoint import DESCRIPTION, describe, open_base
+from asrflow.features import CACHE_ENV
 from asrflow.folds import build_vocab
 from asrflow.io import write_json
 from asrflow.manifest import Utterance
 from asrflow.model import make_processor
 from asrflow.resume import Checkpoints
-from asrflow.train import (LoopConfig, accumulate_loss, enable_gradient_checkpointing, fit, make_optimizer,
+from asrflow.loop import (LoopConfig, accumulate_loss, enable_gradient_checkpointing, fit, make_optimizer,
                            micro_batches)
 
 from checkpoint_layouts import build
@@ -30,6 +32,14 @@ TEXTS = ["taka kita", "ŋata", "kitaŋa taka", "ta ki"]
 # gradients at cosine similarity ≥ 0.99998 with fp32's, for full/adapter/lora/frozen. The bounds leave room for other
 # CPUs' and GPUs' bf16 kernels.
 BF16_LOSS_RTOL, BF16_GRAD_COSINE = 5e-3, 0.999
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Feature caches of these random models go to a temporary folder, never the checkout's data/cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 @pytest.fixture(scope="module")

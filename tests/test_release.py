@@ -20,7 +20,7 @@ from asrflow.io import read_json
 from asrflow.manifest import read_manifest
 from asrflow.model import transcribe_clips
 from asrflow.release import ReleaseError, choose_method, selected_epochs
-from asrflow.train import LoopConfig, fit
+from asrflow.loop import LoopConfig, fit
 
 from conftest import read_params, stage, write_params
 

@@ -74,7 +74,9 @@ AFTER_TRAINING = single("report", "release")  # release refits the method that c
 AFTER_NORMALIZE = (single("normalize", "split", "augment", "data_report") | {key("lm", {"fold": f}) for f in range(K)}
                    | grid("train") | grid("evaluate") | AFTER_TRAINING)
 EXPECTED = {
-    "train.adapter.lr": grid("train", ["adapter"]) | grid("evaluate", ["adapter"]) | AFTER_TRAINING,
+    # ... and the adapter's memory plan, which reads train.adapter (a leaf: nothing else waits for it).
+    "train.adapter.lr": (grid("train", ["adapter"]) | grid("evaluate", ["adapter"]) | AFTER_TRAINING
+                         | {key("plan", {"method": "adapter"})}),
     "text.lowercase": AFTER_NORMALIZE,
     "one more utterance": single("import", "resample") | AFTER_NORMALIZE,
 }

@@ -16,7 +16,7 @@ from asrflow.folds import FoldError, split, write_folds
 from asrflow.io import read_json
 from asrflow.manifest import BadItemError, ManifestError, Rejects, Utterance, read_manifest, write_manifest
 from asrflow.text import normalise, normalise_all
-from asrflow.train import training_set
+from asrflow.loop import training_set
 
 TEXT = {"unicode": "NFC", "lowercase": True, "remove": ",.?[]^-\\"}
 AUDIO = {"sample_rate": 16000, "min_seconds": 0.3, "max_seconds": 20.0, "on_bad_audio": "error", "too_long": "reject"}

@@ -67,20 +67,27 @@ def bucket_batches(lengths: list[int], max_seconds: float, rng: random.Random) -
 
     Lengths get ±10 % seeded jitter before sorting so batches differ between epochs; batch order is shuffled.
     """
-    budget = max_seconds * TARGET_RATE
     order = sorted(range(len(lengths)), key=lambda i: lengths[i] * rng.uniform(0.9, 1.1))
-    batches: list[list[int]] = []
+    batches = pack(order, lengths, max_seconds)
+    rng.shuffle(batches)
+    return batches
+
+
+def pack(order: list[int], lengths: list[int], max_seconds: float) -> list[list[int]]:
+    """The indices of `order`, in that order, cut into consecutive groups whose padded size (longest × count) stays
+    within `max_seconds` of audio; a longer clip is a group of its own."""
+    budget = max_seconds * TARGET_RATE
+    groups: list[list[int]] = []
     current: list[int] = []
     for index in order:
         longest = max([lengths[i] for i in current] + [lengths[index]])
         if current and longest * (len(current) + 1) > budget:
-            batches.append(current)
+            groups.append(current)
             current = []
         current.append(index)
     if current:
-        batches.append(current)
-    rng.shuffle(batches)
-    return batches
+        groups.append(current)
+    return groups
 
 
 def sequential_batches(lengths: list[int], max_seconds: float) -> list[list[int]]:

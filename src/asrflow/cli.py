@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, type=Path, help="source-language corpus (audiofolder layout)")
     p.add_argument("--out", required=True, type=Path)
 
+    p = _add(sub, "plan", "before training: can the method take the base, and its peak GPU memory (memory plan)")
+    p.add_argument("--method", required=True)
+    p.add_argument("--base", required=True, type=Path, help="the pretrain stage's folder (data/models/base)")
+    p.add_argument("--out", required=True, type=Path, help="the plan (JSON)")
+
     p = _add(sub, "train", "fine-tune one method on one fold; saves the best checkpoint in Hugging Face format")
     p.add_argument("--fold", required=True, type=int)
     p.add_argument("--method", required=True)
@@ -144,6 +149,7 @@ STAGE_MODULES = {
     "split": "asrflow.folds",
     "augment": "asrflow.augment",
     "pretrain": "asrflow.pretrain",
+    "plan": "asrflow.plan",
     "train": "asrflow.train",
     "lm": "asrflow.lm",
     "evaluate": "asrflow.evaluate",

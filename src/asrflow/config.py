@@ -33,6 +33,8 @@ STAGE_PARAMS: dict[str, list[str]] = {
     "split": ["folds"],
     "augment": ["augment.speed"],
     "pretrain": ["model"],
+    # The memory plan is a leaf: nothing waits for it, so resources.gpu_memory_gb (its budget) re-runs nothing else.
+    "plan": [*TRAIN_COMMON, f"train.{METHOD_PLACEHOLDER}", "audio.max_seconds", "resources.gpu_memory_gb"],
     "train": [*TRAIN_COMMON, f"train.{METHOD_PLACEHOLDER}", "augment.mask_time_prob", "augment.mask_time_length",
               "corpus.language", "model.base_language"],
     "lm": ["decode.beam", "decode.lm_order"],

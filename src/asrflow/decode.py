@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerBase, ProcessorMixin
 from asrflow.batching import Clip, InputSpec
 from asrflow.lm import ARPA_FILE, BINARY_FILE, LMError
 from asrflow.model import clip_logits, greedy_decode
-from asrflow.train import error_rates
+from asrflow.metrics import error_rates
 
 
 def decoder_labels(tokenizer: PreTrainedTokenizerBase) -> list[str]:

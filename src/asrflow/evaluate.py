@@ -30,7 +30,7 @@ from asrflow.decode import beam_decode, frame_logits, greedy_transcripts, lm_dec
 from asrflow.io import atomic_path, read_json, write_json
 from asrflow.manifest import Utterance, read_manifest
 from asrflow.model import autocast, compute_device, model_device
-from asrflow.train import error_rates
+from asrflow.metrics import error_rates
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from asrflow.folds import build_vocab
 from asrflow.io import atomic_path, write_json
 from asrflow.model import AudioTask, compute_device, default_feature_extractor, make_processor
 from asrflow.text import normalise
-from asrflow.train import LoopConfig, fit, seed_everything, split_alignable
+from asrflow.loop import LoopConfig, fit, seed_everything, split_alignable
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,8 @@ from asrflow.manifest import Utterance, read_manifest, total_seconds
 from asrflow.checkpoint import open_base
 from asrflow.model import make_processor
 from asrflow.report import mean_dev_cer
-from asrflow.train import fit, loop_config, prepare_model, split_alignable, training_set
+from asrflow.loop import fit, loop_config, prepare_model, split_alignable, training_set
+from asrflow.plan import check_device_fits
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ def refit(method_name: str, utterances: list[Utterance], speed_copies: list[Utte
     base = open_base(base_dir)
     vocab = build_vocab([u.text for u in utterances])
     processor = make_processor(vocab, base.feature_extractor())
+    methods.check_available(base, method_name, train_cfg)
+    check_device_fits(base, method_name, train_cfg, training_set(utterances, speed_copies))
     model = prepare_model(base, method_name, vocab, params)
     clips, dropped = split_alignable(model, load_clips(training_set(utterances, speed_copies),
                                                        lambda text: processor.tokenizer(text).input_ids,

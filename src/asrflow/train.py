@@ -1,320 +1,34 @@
-"""The `train` stage: fine-tune one method on one fold, and the one training loop every method (and the demo base
-pre-training) uses.
+"""The `train` stage: fine-tune one method on one fold with the training loop (asrflow.loop), and save the best
+checkpoint in Hugging Face format with its processor and `training.json`.
 
-The loop: length-bucketed batches capped by total audio seconds, AdamW (or Adafactor), linear warm-up then linear
-decay, gradient clipping, dev-CER early stopping with patience, the best checkpoint saved in Hugging Face format with
-its processor. Clips too short for their transcript under CTC (fewer frames than labels) are dropped and reported, not
-fed to an inf loss; a non-finite loss stops the run naming the batch's utterances.
-
-Memory (for 300 M – 1 B parameter bases on one GPU): `precision` bf16/fp16 autocasts forward passes (float32 master
-weights; fp16 with a gradient scaler; the CTC loss in float32), `gradient_checkpointing` recomputes each layer's
-activations in the backward pass, and `micro_batch_seconds` cuts each batch into micro-batches whose gradients are
-accumulated, weighted by their share of the batch's utterances, so that one optimiser step still covers
-`batch_seconds` of audio and gives the gradient of the whole batch (exactly, up to floating-point order).
+Before loading anything it refuses a method the base cannot take, and on a GPU it checks that the configured training
+step fits the GPU's memory (asrflow.plan), so a job that cannot fit fails in seconds instead of hours.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import hashlib
 import logging
-import math
-import random
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import jiwer
-import numpy as np
 import torch
-from tqdm import tqdm
-from transformers import get_linear_schedule_with_warmup
-from transformers.optimization import Adafactor
 
 from asrflow import config, distributed, methods
 from asrflow.audio import TARGET_RATE
-from asrflow.batching import Clip, bucket_batches, load_clips
-from asrflow.checkpoint import DESCRIPTION, Base, open_base
-from asrflow.errors import AsrflowError
+from asrflow.batching import load_clips
+from asrflow.checkpoint import DESCRIPTION, open_base
 from asrflow.io import atomic_path, read_json, write_json
-from asrflow.manifest import Utterance, read_manifest, total_seconds
-from asrflow.model import autocast, compute_device, make_processor, model_device
-from asrflow.resume import Checkpoints, LoopState, fingerprint, resume_dir
+from asrflow.loop import fit, loop_config, prepare_model, split_alignable, training_set
+from asrflow.manifest import read_manifest, total_seconds
+from asrflow.model import make_processor
+from asrflow.plan import check_device_fits
+from asrflow.resume import Checkpoints, fingerprint, resume_dir
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(AsrflowError):
-    """Training cannot go on (e.g. a non-finite loss); the message names the utterances involved."""
-
-
-@dataclasses.dataclass(frozen=True)
-class LoopConfig:
-    lr: float
-    max_epochs: int
-    patience: int
-    batch_seconds: float
-    warmup_steps: int
-    grad_clip: float
-    seed: int
-    precision: str = "fp32"
-    gradient_checkpointing: bool = False
-    micro_batch_seconds: float | None = None  # None: the whole batch at once
-    optimizer: str = "adamw"
-
-    @property
-    def micro_seconds(self) -> float:
-        return min(self.micro_batch_seconds or self.batch_seconds, self.batch_seconds)
-
-
-# Loop settings a method may override under train.<method>; every one of them also has a train-wide value.
-LOOP_OVERRIDES = ("max_epochs", "patience", "batch_seconds", "precision", "gradient_checkpointing",
-                  "micro_batch_seconds", "optimizer")
-LOOP_DEFAULTS = {"precision": "fp32", "gradient_checkpointing": False, "micro_batch_seconds": None,
-                 "optimizer": "adamw"}
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def ctc_frames_needed(labels: list[int]) -> int:
-    """CTC needs one frame per label plus a blank between repeated labels."""
-    return len(labels) + sum(1 for a, b in zip(labels, labels[1:]) if a == b)
-
-
-def ctc_rejection(clip: Clip, frames: int) -> str:
-    """Why CTC cannot align `clip` ('' if it can): fewer output frames than its labels need, or no labels."""
-    if not clip.labels:
-        return "no labels: empty transcript"
-    needed = ctc_frames_needed(clip.labels)
-    if frames < needed:
-        return (f"too short for its transcript under CTC: {clip.n_samples / TARGET_RATE:.2f} s gives {frames} "
-                f"frames, its {len(clip.labels)} labels need {needed}")
-    return ""
-
-
-def split_alignable(model: torch.nn.Module, clips: list[Clip]) -> tuple[list[Clip], list[tuple[Clip, str]]]:
-    """(clips CTC can align, [(clip, reason)] for the others): rejected with a reason, never fed to an inf loss."""
-    lengths = torch.tensor([len(c.inputs) for c in clips])
-    frames = model._get_feat_extract_output_lengths(lengths).tolist()
-    reasons = [ctc_rejection(c, n) for c, n in zip(clips, frames)]
-    dropped = [(c, r) for c, r in zip(clips, reasons) if r]
-    for clip, reason in dropped:
-        log.warning("dropped %s: %s", clip.utt_id, reason)
-    return [c for c, r in zip(clips, reasons) if not r], dropped
-
-
-def error_rates(references: list[str], hypotheses: list[str]) -> tuple[float, float]:
-    """Corpus-level (CER, WER): errors summed over utterances, divided by the reference length."""
-    return float(jiwer.cer(references, hypotheses)), float(jiwer.wer(references, hypotheses))
-
-
-def _write_curve(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp:
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-
-
-def _shard(batch_ids: list[int]) -> list[int]:
-    """This process's share of a batch: every process sees the same batches (same seed), each a different slice."""
-    return batch_ids[distributed.rank()::distributed.world_size()]
-
-
-def micro_batches(clips: list[Clip], max_seconds: float) -> list[list[Clip]]:
-    """`clips` (one batch) in consecutive micro-batches whose padded audio stays within `max_seconds` (at least one
-    clip each): one micro-batch when the whole batch fits."""
-    budget = max_seconds * TARGET_RATE
-    groups: list[list[Clip]] = [[]]
-    for clip in clips:
-        longest = max([c.n_samples for c in groups[-1]] + [clip.n_samples])
-        if groups[-1] and longest * (len(groups[-1]) + 1) > budget:
-            groups.append([])
-        groups[-1].append(clip)
-    return groups
-
-
-def accumulate_loss(task, clips: list[Clip], cfg: LoopConfig, scaler: torch.amp.GradScaler) -> float:
-    """Forward and backward over `clips` in micro-batches; the gradients add up to the whole batch's (each
-    micro-batch's mean loss weighted by its share of the utterances). Returns the batch's loss."""
-    total = 0.0
-    groups = micro_batches(clips, cfg.micro_seconds)
-    for group in groups:
-        with autocast(cfg.precision, model_device(task.model)):
-            loss = task.loss(group)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"non-finite CTC loss ({loss.item()}) on the batch of utterances "
-                                f"{[c.utt_id for c in group]}; check their audio and transcripts, or lower the lr")
-        if len(groups) > 1:  # a single micro-batch is left untouched: bit-identical to training without accumulation
-            loss = loss * (len(group) / len(clips))
-        scaler.scale(loss).backward()
-        total += loss.item()
-    return total
-
-
-def train_step(task, clips: list[Clip], cfg: LoopConfig, optimizer: torch.optim.Optimizer, scheduler,
-               scaler: torch.amp.GradScaler, params: list[torch.nn.Parameter]) -> float:
-    """One optimiser step on this process's share of a batch (possibly none: it still joins the gradient average);
-    returns the batch's loss (NaN without clips)."""
-    loss = accumulate_loss(task, clips, cfg, scaler) if clips else math.nan
-    distributed.average_gradients(params)
-    scaler.unscale_(optimizer)
-    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-    scaler.step(optimizer)  # skipped by an fp16 scaler when the gradients overflowed; it then lowers its scale
-    scaler.update()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss
-
-
-def _train_epoch(task, optimizer, scheduler, scaler: torch.amp.GradScaler, clips: list[Clip], cfg: LoopConfig,
-                 rng: random.Random, params: list[torch.nn.Parameter], desc: str) -> tuple[float, float]:
-    """One pass over `clips`; returns (mean loss, audio seconds seen by all processes)."""
-    task.train()
-    losses, seconds = [], 0.0
-    batches = bucket_batches([c.n_samples for c in clips], cfg.batch_seconds, rng)
-    for batch_ids in tqdm(batches, desc=desc, unit="batch", mininterval=2.0, leave=False,
-                          disable=not distributed.is_main()):
-        loss = train_step(task, [clips[i] for i in _shard(batch_ids)], cfg, optimizer, scheduler, scaler, params)
-        losses.append(distributed.mean(loss))
-        seconds += sum(clips[i].n_samples for i in batch_ids) / TARGET_RATE
-    return float(np.nanmean(losses)), seconds
-
-
-def make_optimizer(params: list[torch.nn.Parameter], cfg: LoopConfig) -> torch.optim.Optimizer:
-    """AdamW keeps two float32 moments per trained weight (8 bytes each: 8 GB for a 1 B model). Adafactor keeps
-    factored second moments (rows + columns of each matrix) and no first moment: almost no optimiser memory, at the
-    price of noisier updates; it is what large models are fine-tuned with when AdamW's state does not fit."""
-    if cfg.optimizer == "adafactor":
-        return Adafactor(params, lr=cfg.lr, scale_parameter=False, relative_step=False, warmup_init=False)
-    return torch.optim.AdamW(params, lr=cfg.lr)
-
-
-def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
-    """transformers' own per-layer checkpointing, non-reentrant: the reentrant form gives no gradients to weights
-    inside a checkpointed layer whose input does not require grad (adapters and LoRA on a frozen trunk)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    inner.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-
-
-def parameter_digest(params: list[torch.nn.Parameter]) -> str:
-    """A short hash of the trained values: equal across processes when data-parallel training kept them in sync."""
-    digest = hashlib.sha256()
-    for param in params:
-        digest.update(param.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def _evaluate_dev(task, dev: list, batch_seconds: float, precision: str) -> tuple[float, float]:
-    if not dev:
-        return math.nan, math.nan
-    with autocast(precision, model_device(task.model)):
-        return error_rates([c.text for c in dev], task.transcribe(dev, batch_seconds))
-
-
-def fit(task, train: list[Clip], dev: list[Clip], cfg: LoopConfig, save_best: Callable[[torch.nn.Module], None],
-        curve_path: Path | None, label: str, checkpoints: Checkpoints | None = None) -> dict:
-    """Train until max_epochs or until dev CER has not improved for `patience` epochs; save_best on each record.
-
-    With no dev clips (a refit on every speaker: nothing is held out) train max_epochs and save the last. With
-    `checkpoints`, the loop state is saved after every epoch and a previous run's state is resumed. Under
-    torchrun (train.processes > 1) every process trains on its shard of each batch with averaged gradients; the
-    first process evaluates, saves and decides when to stop.
-    """
-    seed_everything(cfg.seed)
-    rng = random.Random(cfg.seed)
-    early_stopping = bool(dev)
-    train, dev = task.prepare(train), task.prepare(dev) if distributed.is_main() else []
-    if cfg.gradient_checkpointing:
-        enable_gradient_checkpointing(task.model)
-    params = [p for p in task.model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, cfg)
-    scaler = torch.amp.GradScaler(model_device(task.model).type, enabled=cfg.precision == "fp16")
-    steps_per_epoch = len(bucket_batches([c.n_samples for c in train], cfg.batch_seconds, random.Random(0)))
-    scheduler = get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, steps_per_epoch * cfg.max_epochs)
-    state = checkpoints.load(task.model, optimizer, scheduler, scaler, rng) if checkpoints else LoopState()
-    started = time.perf_counter() - state.seconds
-    while state.epoch < cfg.max_epochs and not (early_stopping and state.stale >= cfg.patience):
-        state.epoch += 1
-        epoch_start = time.perf_counter()
-        loss, seconds = _train_epoch(task, optimizer, scheduler, scaler, train, cfg, rng, params,
-                                     f"{label} epoch {state.epoch}")
-        train_time = time.perf_counter() - epoch_start
-        if distributed.is_main():
-            _finish_epoch(task, dev, cfg, state, save_best, loss, seconds / train_time, scheduler, curve_path, label)
-        state.stale = distributed.broadcast(state.stale)
-        state.seconds = time.perf_counter() - started
-        if checkpoints and distributed.is_main():
-            checkpoints.save(task.model, optimizer, scheduler, scaler, rng, state)
-    log.info("%s: trained parameters digest %s (process %d of %d)", label, parameter_digest(params),
-             distributed.rank(), distributed.world_size())
-    if early_stopping and state.stale >= cfg.patience:
-        log.info("%s: early stop, no dev improvement for %d epochs", label, state.stale)
-    return {"best_epoch": state.best["epoch"], "dev_cer": state.best["dev_cer"], "dev_wer": state.best["dev_wer"],
-            "epochs_run": state.epoch, "train_seconds": round(time.perf_counter() - started, 2),
-            "processes": distributed.world_size(),
-            "audio_seconds_per_second": round(float(np.median([r["audio_seconds_per_second"]
-                                                               for r in state.curve] or [0])), 2)}
-
-
-def _finish_epoch(task, dev: list, cfg: LoopConfig, state: LoopState, save_best: Callable[[torch.nn.Module], None],
-                  loss: float, speed: float, scheduler, curve_path: Path | None, label: str) -> None:
-    """Dev evaluation, best checkpoint, curve row and log line after one epoch (first process only)."""
-    dev_cer, dev_wer = _evaluate_dev(task, dev, cfg.batch_seconds * 2, cfg.precision)
-    improved = dev_cer < state.best["dev_cer"] if dev else state.epoch == cfg.max_epochs
-    if improved:
-        state.best = {"dev_cer": dev_cer, "dev_wer": dev_wer, "epoch": state.epoch}
-        save_best(task.model)
-    state.stale = 0 if improved else state.stale + 1
-    state.curve.append({"epoch": state.epoch, "train_loss": round(loss, 5), "dev_cer": round(dev_cer, 5),
-                        "dev_wer": round(dev_wer, 5), "lr": f"{scheduler.get_last_lr()[0]:.3g}",
-                        "audio_seconds_per_second": round(speed, 2)})
-    if curve_path is not None:
-        _write_curve(curve_path, state.curve)
-    scores = f"dev CER {dev_cer:.4f}, WER {dev_wer:.4f}" if dev else "no dev speakers"
-    log.info("%s epoch %d/%d: loss %.3f, %s%s, %.0f s audio/s", label, state.epoch, cfg.max_epochs, loss, scores,
-             " (best)" if improved else "", speed)
-
-
-def training_set(train: list[Utterance], speed_copies: list[Utterance]) -> list[Utterance]:
-    """The fold's training utterances plus the speed-perturbed copies of exactly those (never dev/test copies)."""
-    train_ids = {u.utt_id for u in train}
-    return train + [c for c in speed_copies if c.origin in train_ids]
-
-
-def loop_config(train_cfg: dict, method: str) -> LoopConfig:
-    """The loop settings of `method`: train.<method> may override any of LOOP_OVERRIDES (an epoch of the frozen
-    method costs a fraction of one of full fine-tuning; a 1 B full fine-tune may need bf16 where an adapter does not)."""
-    own = train_cfg[method]
-    shared = {key: own.get(key, train_cfg.get(key, LOOP_DEFAULTS.get(key))) for key in LOOP_OVERRIDES}
-    return LoopConfig(lr=own["lr"], warmup_steps=train_cfg["warmup_steps"], grad_clip=train_cfg["grad_clip"],
-                      seed=train_cfg["seed"], **shared)
-
-
-def model_overrides(augment_cfg: dict, vocab: dict[str, int]) -> dict:
-    """Config values the fine-tuned model takes instead of the base's: SpecAugment, the blank id, the loss reduction."""
-    return {"mask_time_prob": augment_cfg["mask_time_prob"], "mask_time_length": augment_cfg["mask_time_length"],
-            "pad_token_id": vocab["<pad>"], "ctc_loss_reduction": "mean"}
-
-
-def prepare_model(base: Base, method_name: str, vocab: dict[str, int], params: dict) -> torch.nn.Module:
-    """The method's model for `vocab` on the compute device, seeded; refuses a method the base cannot take first."""
-    train_cfg = params["train"]
-    methods.check_available(base, method_name, train_cfg)
-    seed_everything(train_cfg["seed"])
-    language = params["corpus"]["language"]
-    return methods.get(method_name).prepare(base, vocab, model_overrides(params["augment"], vocab),
-                                            train_cfg[method_name], language,
-                                            params["model"].get("base_language") or language).to(compute_device())
 
 
 def train_fold(fold_dir: Path, speed_manifest: Path, base_dir: Path, method_name: str, params: dict,
@@ -326,12 +40,14 @@ def train_fold(fold_dir: Path, speed_manifest: Path, base_dir: Path, method_name
     vocab = read_json(fold_dir / "vocab.json")
     feature_extractor = base.feature_extractor()
     processor = make_processor(vocab, feature_extractor)
+    train_utts = training_set(read_manifest(fold_dir / "train.csv"), read_manifest(speed_manifest))
+    methods.check_available(base, method_name, train_cfg)
+    check_device_fits(base, method_name, train_cfg, train_utts)
     model = prepare_model(base, method_name, vocab, params)
 
     def encode(text: str) -> list[int]:
         return processor.tokenizer(text).input_ids
 
-    train_utts = training_set(read_manifest(fold_dir / "train.csv"), read_manifest(speed_manifest))
     train_clips, dropped = split_alignable(model, load_clips(train_utts, encode, feature_extractor))
     dev_clips = load_clips(read_manifest(fold_dir / "dev.csv"), encode, feature_extractor)
     trainable, total = methods.count_parameters(model)

@@ -24,25 +24,31 @@ CODE = {
     "normalize": ["src/asrflow/text.py", "src/asrflow/manifest.py"],
     "split": ["src/asrflow/folds.py", "src/asrflow/manifest.py"],
     "augment": ["src/asrflow/augment.py", "src/asrflow/audio.py", "src/asrflow/manifest.py"],
-    "pretrain": ["src/asrflow/pretrain.py", "src/asrflow/train.py", "src/asrflow/model.py", "src/asrflow/batching.py",
-                 "src/asrflow/methods", "src/asrflow/audio.py", "src/asrflow/text.py", "src/asrflow/folds.py",
-                 "src/asrflow/corpus/audiofolder.py", "src/asrflow/corpus/entries.py", "src/asrflow/corpus/paths.py",
-                 "src/asrflow/manifest.py", "src/asrflow/features.py", "src/asrflow/checkpoint.py", "src/asrflow/resume.py",
-                 "src/asrflow/distributed.py"],
-    "train": ["src/asrflow/train.py", "src/asrflow/model.py", "src/asrflow/batching.py", "src/asrflow/methods",
-              "src/asrflow/audio.py", "src/asrflow/folds.py", "src/asrflow/manifest.py", "src/asrflow/features.py", "src/asrflow/checkpoint.py",
-              "src/asrflow/resume.py", "src/asrflow/distributed.py"],
+    "pretrain": ["src/asrflow/pretrain.py", "src/asrflow/methods", "src/asrflow/audio.py", "src/asrflow/batching.py",
+                 "src/asrflow/checkpoint.py", "src/asrflow/corpus/audiofolder.py", "src/asrflow/corpus/entries.py",
+                 "src/asrflow/corpus/paths.py", "src/asrflow/distributed.py", "src/asrflow/features.py",
+                 "src/asrflow/folds.py", "src/asrflow/loop.py", "src/asrflow/manifest.py", "src/asrflow/metrics.py",
+                 "src/asrflow/model.py", "src/asrflow/resume.py", "src/asrflow/text.py"],
+    "train": ["src/asrflow/train.py", "src/asrflow/methods", "src/asrflow/audio.py", "src/asrflow/batching.py",
+              "src/asrflow/checkpoint.py", "src/asrflow/distributed.py", "src/asrflow/features.py",
+              "src/asrflow/folds.py", "src/asrflow/loop.py", "src/asrflow/manifest.py", "src/asrflow/memory.py",
+              "src/asrflow/metrics.py", "src/asrflow/model.py", "src/asrflow/plan.py", "src/asrflow/resume.py"],
+    "plan": ["src/asrflow/plan.py", "src/asrflow/methods", "src/asrflow/audio.py", "src/asrflow/batching.py",
+             "src/asrflow/checkpoint.py", "src/asrflow/distributed.py", "src/asrflow/features.py",
+             "src/asrflow/folds.py", "src/asrflow/loop.py", "src/asrflow/manifest.py", "src/asrflow/memory.py",
+             "src/asrflow/metrics.py", "src/asrflow/model.py", "src/asrflow/resume.py"],
     "lm": ["src/asrflow/lm.py", "src/asrflow/manifest.py"],
-    "evaluate": ["src/asrflow/evaluate.py", "src/asrflow/decode.py", "src/asrflow/lm.py", "src/asrflow/train.py",
-                 "src/asrflow/model.py", "src/asrflow/batching.py", "src/asrflow/methods", "src/asrflow/audio.py",
-                 "src/asrflow/folds.py", "src/asrflow/manifest.py", "src/asrflow/features.py", "src/asrflow/checkpoint.py", "src/asrflow/resume.py",
-                 "src/asrflow/distributed.py"],
+    "evaluate": ["src/asrflow/evaluate.py", "src/asrflow/methods", "src/asrflow/audio.py", "src/asrflow/batching.py",
+                 "src/asrflow/checkpoint.py", "src/asrflow/decode.py", "src/asrflow/features.py",
+                 "src/asrflow/folds.py", "src/asrflow/lm.py", "src/asrflow/manifest.py", "src/asrflow/metrics.py",
+                 "src/asrflow/model.py"],
     "report": ["src/asrflow/report.py"],
     "data_report": ["src/asrflow/data_report.py", "src/asrflow/manifest.py"],
-    "release": ["src/asrflow/release.py", "src/asrflow/train.py", "src/asrflow/model.py", "src/asrflow/batching.py",
-                "src/asrflow/methods", "src/asrflow/features.py", "src/asrflow/checkpoint.py", "src/asrflow/audio.py", "src/asrflow/folds.py",
-                "src/asrflow/manifest.py", "src/asrflow/resume.py", "src/asrflow/distributed.py",
-                "src/asrflow/report.py"],
+    "release": ["src/asrflow/release.py", "src/asrflow/methods", "src/asrflow/audio.py", "src/asrflow/batching.py",
+                "src/asrflow/checkpoint.py", "src/asrflow/distributed.py", "src/asrflow/features.py",
+                "src/asrflow/folds.py", "src/asrflow/loop.py", "src/asrflow/manifest.py", "src/asrflow/memory.py",
+                "src/asrflow/metrics.py", "src/asrflow/model.py", "src/asrflow/plan.py", "src/asrflow/report.py",
+                "src/asrflow/resume.py"],
     "search": ["src/asrflow/search.py", "src/asrflow/report.py"],
 }
 
@@ -57,6 +63,7 @@ RESOURCES = {
     "split": {"threads": 1, "mem_mb": 1000, "runtime": 10},
     "augment": {"threads": 4, "mem_mb": 4000, "runtime": 60},
     "pretrain": {"threads": 4, "mem_mb": 8000, "runtime": 240},
+    "plan": {"threads": "resources.threads", "mem_mb": 4000, "runtime": 10},
     "train": {"threads": "resources.threads", "mem_mb": 8000, "runtime": 240},
     "lm": {"threads": 1, "mem_mb": 1000, "runtime": 10},
     "evaluate": {"threads": "resources.threads", "mem_mb": 4000, "runtime": 60},
@@ -81,7 +88,13 @@ def method_pattern():
 
 
 def get_final_output():
-    return ["results/summary.csv", "results/data_report.md", "results/release"]
+    return ["results/summary.csv", "results/data_report.md", "results/release", *all_plans()]
+
+
+def all_plans():
+    """The memory plan of every method of the grid (a leaf: training does not wait for it; each train job checks
+    its own GPU)."""
+    return expand("data/models/plan/{method}.json", method=config["methods"])
 
 
 def code(stage):
@@ -97,9 +110,9 @@ def stage_params(stage):
     return asrflow_config.select(config, asrflow_config.stage_keys(stage))
 
 
-def train_params(wildcards):
-    """The train keys shared by every method plus those of this job's method (train.<method>)."""
-    return asrflow_config.select(config, asrflow_config.stage_keys("train", wildcards.method))
+def method_params(stage):
+    """The keys `stage` reads for this job's method: the shared ones plus train.<method>."""
+    return lambda wildcards: asrflow_config.select(config, asrflow_config.stage_keys(stage, wildcards.method))
 
 
 def threads(stage):
@@ -122,7 +135,7 @@ def runtime(stage):
 
 
 # Stages that run the model, and their processes: a training job one per `train.processes`, the others one.
-MODEL_STAGES = {"pretrain": 1, "train": "train.processes", "evaluate": 1, "release": 1}
+MODEL_STAGES = {"pretrain": 1, "plan": 1, "train": "train.processes", "evaluate": 1, "release": 1}
 
 
 def gpus(stage):

@@ -20,6 +20,25 @@ rule pretrain:
         "asrflow pretrain --source {input.source} --out {output} --threads {threads} --log {log}"
 
 
+rule plan:
+    input:
+        base="data/models/base",
+        code=code("plan"),
+    output:
+        "data/models/plan/{method}.json",
+    params:
+        method_params("plan"),
+    log:
+        "logs/plan/{method}.log",
+    threads: threads("plan")
+    resources:
+        mem_mb=mem_mb("plan"),
+        runtime=runtime("plan"),
+        **gpus("plan"),
+    shell:
+        "asrflow plan --method {wildcards.method} --base {input.base} --out {output} --threads {threads} --log {log}"
+
+
 rule train:
     input:
         folds="data/processed/folds",
@@ -30,7 +49,7 @@ rule train:
         model=directory("data/checkpoints/{method}/fold{fold}"),
         curve="results/curves/{method}-fold{fold}.csv",
     params:
-        train_params,
+        method_params("train"),
     log:
         "logs/train/{method}-fold{fold}.log",
     threads: threads("train")

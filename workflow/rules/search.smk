@@ -15,7 +15,7 @@ rule search_train:
         model=directory("data/search/trial{trial}/checkpoints/{method}/fold{fold}"),
         curve="results/search/trial{trial}/curves/{method}-fold{fold}.csv",
     params:
-        train_params,
+        method_params("train"),
         trial=trial_settings,
     log:
         "logs/search/trial{trial}/train/{method}-fold{fold}.log",

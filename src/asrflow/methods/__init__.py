@@ -1,5 +1,5 @@
 """Fine-tuning methods. A method only decides which parameters train and how the result is saved and loaded;
-the training loop (asrflow.train) is the same for all of them.
+the training loop (asrflow.loop) is the same for all of them.
 """
 
 from __future__ import annotations
