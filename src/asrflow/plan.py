@@ -35,11 +35,13 @@ class PlanError(AsrflowError):
 
 
 def budget_bytes(gpu_memory_gb: float | None, device: torch.device) -> int | None:
-    """The memory one training job may use: the configured GPU size, else the GPU at hand's, else none."""
+    """The memory one training job may use: a share (memory.USABLE) of the configured GPU size, else of the GPU at
+    hand's, else none. The rest is for the CUDA context and the caching allocator's rounding and fragmentation, which
+    the tensor peak does not count."""
     if gpu_memory_gb:
-        return int(gpu_memory_gb * GB)
+        return int(gpu_memory_gb * GB * memory.USABLE)
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
+        return int(torch.cuda.get_device_properties(device).total_memory * memory.USABLE)
     return None
 
 
