@@ -82,10 +82,11 @@ def refit(method_name: str, utterances: list[Utterance], speed_copies: list[Utte
     base = open_base(base_dir)
     vocab = build_vocab([u.text for u in utterances])
     processor = make_processor(vocab, base.feature_extractor())
+    trained_on = training_set(utterances, speed_copies)
     methods.check_available(base, method_name, train_cfg)
-    check_device_fits(base, method_name, train_cfg, training_set(utterances, speed_copies))
+    check_device_fits(base, method_name, train_cfg, trained_on)
     model = prepare_model(base, method_name, vocab, params)
-    clips, dropped = split_alignable(model, load_clips(training_set(utterances, speed_copies),
+    clips, dropped = split_alignable(model, load_clips(trained_on,
                                                        lambda text: processor.tokenizer(text).input_ids,
                                                        processor.feature_extractor))
     trainable, total = methods.count_parameters(model)
