@@ -96,15 +96,15 @@ def files_sha256(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def describe(path: Path, model_type_allowed: tuple[str, ...] = FAMILIES) -> dict:
+def describe(path: Path) -> dict:
     """Check that `path` is a checkpoint asrflow can train and describe it (what base.json records)."""
     if not (path / "config.json").is_file():
         raise BaseError(f"model.base: {path} has no config.json; give 'demo' or a local Hugging Face checkpoint "
                         f"directory (downloaded beforehand: nothing is fetched)")
     raw = read_json(path / "config.json")
-    if raw.get("model_type") not in model_type_allowed:
+    if raw.get("model_type") not in FAMILIES:
         raise BaseError(f"model.base: {path} is model_type {raw.get('model_type')!r}; asrflow trains CTC heads on "
-                        f"{', '.join(model_type_allowed)} encoders")
+                        f"{', '.join(FAMILIES)} encoders")
     files = weight_files(path)
     config = AutoConfig.from_pretrained(path)  # a local folder: never fetched, never remote code
     vocab = read_json(path / "vocab.json") if (path / "vocab.json").is_file() else None
