@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
 
-.PHONY: setup demo release test pull checkout
+.PHONY: setup demo release test test-fast lint pull checkout docs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,17 +31,44 @@ setup: $(VENV)/.installed $(VENV)/.kenlm
 demo: setup
 	snakemake --cores $(CORES) --printshellcmds --show-failed-logs results/summary.csv
 
-# After the demo's cross-validation: the best method refitted on every speaker (results/release, see the README).
+# After the demo's cross-validation: the best method refitted on every speaker (results/release, see docs/release.md).
 release: setup
 	snakemake --cores $(CORES) --printshellcmds --show-failed-logs results/release
 
 test: setup
 	pytest -q -ra
 
+# The inner loop (under 3 minutes): every test but the end-to-end engine runs, the SLURM cluster and the slow layout
+# runs (`-m slow`); `make test` runs them all, as CI does.
+test-fast: setup
+	pytest -q -ra -m "not slow and not slurm"
+
 # Data, models and results from the DVC remote (or, after `git checkout`, the local cache), then Snakemake's view of
-# them aligned, so that neither engine recomputes anything (see scripts/pull.sh and the README).
+# them aligned, so that neither engine recomputes anything (see scripts/pull.sh and docs/engines.md).
 pull: setup
 	bash scripts/pull.sh pull
 
 checkout: setup
 	bash scripts/pull.sh checkout
+
+# The documentation site in site/ (open site/index.html): docs/*.md, the parameters reference generated from the
+# params schema, CONTRIBUTING.md. --strict: a broken link, anchor or nav entry fails the build.
+$(VENV)/.docs: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[test,docs]' 2>&1 | sed '/^WARNING: Location/d'
+	touch $@
+
+docs: $(VENV)/.docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict   # without mkdocs-material's end-of-life banner
+
+# ruff (lint and format) on the Python, snakefmt and `snakemake --lint` on the workflow, dvc.yaml as the stage table
+# writes it. `ruff format .` and `snakefmt .` fix what the checks find.
+$(VENV)/.lint: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[test,lint]' 2>&1 | sed '/^WARNING: Location/d'
+	touch $@
+
+lint: $(VENV)/.lint
+	ruff check .
+	ruff format --check .
+	snakefmt --check .
+	snakemake --lint
+	asrflow dvc-yaml --check

@@ -5,6 +5,6 @@ include: "workflow/Snakefile"
 
 # Snakemake takes its default target only from this file, never from an included one.
 rule default:
+    default_target: True
     input:
         rules.all.input,
-    default_target: True

@@ -47,8 +47,13 @@ import numpy as np
 import peft
 import torch
 import transformers
-from torch.utils.flop_counter import (FlopCounterMode, conv_flop_count, flop_registry, sdpa_backward_flop_count,
-                                     sdpa_flop_count)
+from torch.utils.flop_counter import (
+    FlopCounterMode,
+    conv_flop_count,
+    flop_registry,
+    sdpa_backward_flop_count,
+    sdpa_flop_count,
+)
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, get_linear_schedule_with_warmup
 
 from asrflow import config, methods
@@ -56,9 +61,16 @@ from asrflow.audio import TARGET_RATE
 from asrflow.batching import Clip, bucket_batches, model_inputs
 from asrflow.checkpoint import Base, describe
 from asrflow.features import CACHE_ENV
+from asrflow.loop import (
+    LoopConfig,
+    enable_gradient_checkpointing,
+    loop_config,
+    make_optimizer,
+    model_overrides,
+    seed_everything,
+    train_step,
+)
 from asrflow.model import make_processor
-from asrflow.loop import (LoopConfig, enable_gradient_checkpointing, loop_config, make_optimizer, train_step,
-                           model_overrides, seed_everything)
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("full", "adapter", "lora", "frozen", "scratch")
@@ -135,26 +147,46 @@ class Context:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="cuda, cuda:N or cpu (default: cuda when available)")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cuda, cuda:N or cpu (default: cuda when available)",
+    )
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
-    parser.add_argument("--precisions", default="bf16",
-                        help="comma-separated fp32|bf16|fp16; each runs without and with gradient checkpointing")
+    parser.add_argument(
+        "--precisions",
+        default="bf16",
+        help="comma-separated fp32|bf16|fp16; each runs without and with gradient checkpointing",
+    )
     parser.add_argument("--steps", type=int, help="timed steps per configuration (default 10; tiny 2)")
     parser.add_argument("--warmup", type=int, help="untimed warm-up steps (default 3; tiny 1)")
     parser.add_argument("--batch-seconds", type=float, help="audio per batch (default 96 on GPU, 16 on CPU; tiny 4)")
     parser.add_argument("--clip-seconds", type=float, help="length of every synthetic clip (default 8; tiny 2)")
-    parser.add_argument("--micro-batch-seconds", type=float, default=None,
-                        help="train.micro_batch_seconds: accumulate over micro-batches of this much audio")
+    parser.add_argument(
+        "--micro-batch-seconds",
+        type=float,
+        default=None,
+        help="train.micro_batch_seconds: accumulate over micro-batches of this much audio",
+    )
     parser.add_argument("--optimizer", choices=("adamw", "adafactor"), help="default: params.yaml's train.optimizer")
-    for name, default in (("layers", MMS_1B.layers), ("hidden", MMS_1B.hidden), ("ffn", MMS_1B.ffn),
-                          ("heads", MMS_1B.heads), ("conv-dim", MMS_1B.conv_dim)):
+    for name, default in (
+        ("layers", MMS_1B.layers),
+        ("hidden", MMS_1B.hidden),
+        ("ffn", MMS_1B.ffn),
+        ("heads", MMS_1B.heads),
+        ("conv-dim", MMS_1B.conv_dim),
+    ):
         parser.add_argument(f"--{name}", type=int, help=f"model shape override (MMS-1B: {default})")
-    parser.add_argument("--tiny", action="store_true",
-                        help="smoke mode: 2 layers of 64, 2 steps, small batches; seconds on a CPU")
+    parser.add_argument(
+        "--tiny", action="store_true", help="smoke mode: 2 layers of 64, 2 steps, small batches; seconds on a CPU"
+    )
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak (default: looked up by name)")
-    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml",
-                        help="params.yaml whose train/augment settings the methods use")
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=ROOT / "params.yaml",
+        help="params.yaml whose train/augment settings the methods use",
+    )
     parser.add_argument("--workdir", type=Path, help="where the checkpoint and feature caches go (default: a temp dir)")
     parser.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--json", type=Path, dest="json_out", help="write the results here")
@@ -172,8 +204,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def resolve_shape(args: argparse.Namespace) -> Shape:
     shape = TINY if args.tiny else MMS_1B
-    overrides = {"layers": args.layers, "hidden": args.hidden, "ffn": args.ffn, "heads": args.heads,
-                 "conv_dim": args.conv_dim}
+    overrides = {
+        "layers": args.layers,
+        "hidden": args.hidden,
+        "ffn": args.ffn,
+        "heads": args.heads,
+        "conv_dim": args.conv_dim,
+    }
     shape = dataclasses.replace(shape, **{k: v for k, v in overrides.items() if v is not None})
     if shape.hidden % shape.heads:
         raise SystemExit(f"--hidden {shape.hidden} is not divisible by --heads {shape.heads}")
@@ -199,9 +236,18 @@ def settings(args: argparse.Namespace) -> list[Setting]:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() \
+    model = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").is_file()
         else platform.processor()
+    )
     return f"CPU: {model} ({torch.get_num_threads()} threads)"
 
 
@@ -241,6 +287,7 @@ def peak_memory(device: torch.device) -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     import resource
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -272,15 +319,31 @@ def model_config(shape: Shape) -> Wav2Vec2Config:
     """MMS-1B's architecture (facebook/mms-1b-all's config.json) at `shape`; dropout and layerdrop off so every step
     runs every layer (layerdrop would skip some and flatter the throughput)."""
     return Wav2Vec2Config(
-        vocab_size=shape.vocab, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads, intermediate_size=shape.ffn, hidden_act="gelu",
-        conv_dim=(shape.conv_dim,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2),
-        conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True,
+        vocab_size=shape.vocab,
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        intermediate_size=shape.ffn,
+        hidden_act="gelu",
+        conv_dim=(shape.conv_dim,) * 7,
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        conv_bias=True,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
         num_conv_pos_embeddings=shape.conv_pos,
         num_conv_pos_embedding_groups=16 if shape.hidden % 16 == 0 else 1,
-        adapter_attn_dim=16, pad_token_id=0, ctc_loss_reduction="mean", layerdrop=0.0, hidden_dropout=0.0,
-        attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0, final_dropout=0.0,
-        architectures=["Wav2Vec2ForCTC"])
+        adapter_attn_dim=16,
+        pad_token_id=0,
+        ctc_loss_reduction="mean",
+        layerdrop=0.0,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        final_dropout=0.0,
+        architectures=["Wav2Vec2ForCTC"],
+    )
 
 
 def build_base(directory: Path, shape: Shape, device: torch.device) -> Base:
@@ -292,8 +355,9 @@ def build_base(directory: Path, shape: Shape, device: torch.device) -> Base:
     model.save_pretrained(directory, safe_serialization=True)
     del model
     free_memory(device)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=TARGET_RATE, padding_value=0.0, do_normalize=True,
-                             return_attention_mask=True).save_pretrained(directory)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=TARGET_RATE, padding_value=0.0, do_normalize=True, return_attention_mask=True
+    ).save_pretrained(directory)
     return Base(directory, {"path": None, **describe(directory)})
 
 
@@ -308,8 +372,16 @@ def synthetic_clips(count: int, seconds: float, vocab: dict[str, int], base: Bas
     for index in range(count):
         samples = (0.1 * rng.standard_normal(n_samples)).astype(np.float32)
         labels = rng.choice(sorted(tokens), size=max(1, round(CHARS_PER_SECOND * seconds))).tolist()
-        clips.append(Clip(f"synthetic-{index:04d}", "speaker", "".join(tokens[i] for i in labels),
-                          model_inputs(feature_extractor, samples), labels, n_samples))
+        clips.append(
+            Clip(
+                f"synthetic-{index:04d}",
+                "speaker",
+                "".join(tokens[i] for i in labels),
+                model_inputs(feature_extractor, samples),
+                labels,
+                n_samples,
+            )
+        )
     return clips
 
 
@@ -324,18 +396,32 @@ def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kw
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def _sdpa_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
-                         **kwargs) -> int:
+def _sdpa_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
     return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
-def _conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
-                         _output_padding, groups, output_mask, out_shape=None, **kwargs) -> int:
+def _conv_backward_flops(
+    grad_out_shape,
+    x_shape,
+    w_shape,
+    _bias,
+    _stride,
+    _padding,
+    _dilation,
+    transposed,
+    _output_padding,
+    groups,
+    output_mask,
+    out_shape=None,
+    **kwargs,
+) -> int:
     """torch's convolution_backward formula with the weight gradient divided by `groups`: torch 2.13 counts a grouped
     convolution's weight gradient as if the convolution were dense (wav2vec2's positional convolution has 16 groups:
     ×16 on its weight gradient would inflate a 1 B full fine-tuning step by ~20 %)."""
+
     def swap(shape):
         return [shape[1], shape[0], *shape[2:]]
+
     flops = 0
     if output_mask[0]:  # grad_input: a transposed convolution of grad_out with the weight
         flops += conv_flop_count(grad_out_shape, w_shape, out_shape[0], not transposed)
@@ -351,8 +437,10 @@ def flop_formulas() -> dict:
     it; without them attention would count 0 on a CPU)."""
     aten = torch.ops.aten
     formulas = {aten.convolution_backward: _conv_backward_flops}
-    for name, formula in (("_scaled_dot_product_flash_attention_for_cpu", _sdpa_flops),
-                          ("_scaled_dot_product_flash_attention_for_cpu_backward", _sdpa_backward_flops)):
+    for name, formula in (
+        ("_scaled_dot_product_flash_attention_for_cpu", _sdpa_flops),
+        ("_scaled_dot_product_flash_attention_for_cpu_backward", _sdpa_backward_flops),
+    ):
         if hasattr(aten, name) and getattr(aten, name) not in flop_registry:
             formulas[getattr(aten, name)] = formula
     return formulas
@@ -370,9 +458,14 @@ def count_flops(step: Callable[[], Any]) -> int:
 def loop_settings(ctx: Context, method: str, setting: Setting) -> LoopConfig:
     """The method's loop settings from params.yaml, with this benchmark's precision, checkpointing and batches."""
     cfg = loop_config(ctx.params["train"], method)
-    return dataclasses.replace(cfg, precision=setting.precision, gradient_checkpointing=setting.checkpointing,
-                               batch_seconds=ctx.args.batch_seconds, micro_batch_seconds=ctx.args.micro_batch_seconds,
-                               optimizer=ctx.args.optimizer or cfg.optimizer)
+    return dataclasses.replace(
+        cfg,
+        precision=setting.precision,
+        gradient_checkpointing=setting.checkpointing,
+        batch_seconds=ctx.args.batch_seconds,
+        micro_batch_seconds=ctx.args.micro_batch_seconds,
+        optimizer=ctx.args.optimizer or cfg.optimizer,
+    )
 
 
 def run_configuration(ctx: Context, method_name: str, setting: Setting) -> dict:
@@ -383,8 +476,14 @@ def run_configuration(ctx: Context, method_name: str, setting: Setting) -> dict:
     methods.check_available(ctx.base, method_name, train_cfg)
     os.environ[CACHE_ENV] = str(ctx.workdir / "cache" / f"{method_name}-{setting.precision}-{setting.checkpointing}")
     seed_everything(train_cfg["seed"])
-    model = method.prepare(ctx.base, ctx.vocab, model_overrides(ctx.params["augment"], ctx.vocab), method_cfg,
-                           language, ctx.params["model"].get("base_language") or language).to(device)
+    model = method.prepare(
+        ctx.base,
+        ctx.vocab,
+        model_overrides(ctx.params["augment"], ctx.vocab),
+        method_cfg,
+        language,
+        ctx.params["model"].get("base_language") or language,
+    ).to(device)
     trainable, total = methods.count_parameters(model)
     task = method.task(model, make_processor(ctx.vocab, ctx.base.feature_extractor()), method_cfg, ctx.base)
 
@@ -402,8 +501,10 @@ def run_configuration(ctx: Context, method_name: str, setting: Setting) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     total_steps = args.warmup + 1 + args.steps
     scheduler = get_linear_schedule_with_warmup(optimizer, min(cfg.warmup_steps, total_steps), 10 * total_steps)
-    batches = [[clips[i] for i in ids]
-               for ids in bucket_batches([c.n_samples for c in clips], cfg.batch_seconds, random.Random(0))]
+    batches = [
+        [clips[i] for i in ids]
+        for ids in bucket_batches([c.n_samples for c in clips], cfg.batch_seconds, random.Random(0))
+    ]
     task.train()
 
     def step(index: int) -> float:
@@ -419,20 +520,33 @@ def run_configuration(ctx: Context, method_name: str, setting: Setting) -> dict:
         step(index)
     synchronize(device)
     elapsed = time.perf_counter() - started
-    return {"trainable_params": trainable, "total_params": total, "prepare_seconds": prepare_seconds,
-            "prepare_seconds_per_audio_second": prepare_seconds / audio_seconds(ctx.clips),
-            "clips_per_batch": len(batches[0]),
-            "batch_audio_seconds": audio_seconds(batches[args.warmup % len(batches)]),  # the FLOP-counted batch
-            "timed_steps": args.steps, "timed_seconds": elapsed, "step_seconds": elapsed / args.steps,
-            "audio_seconds_per_second": sum(audio_seconds(batches[i % len(batches)]) for i in timed) / elapsed,
-            "flops_per_step": flops, "optimizer": cfg.optimizer, "micro_batch_seconds": cfg.micro_batch_seconds,
-            "method_settings": method_cfg, "attention": getattr(task.model.config, "_attn_implementation", None)}
+    return {
+        "trainable_params": trainable,
+        "total_params": total,
+        "prepare_seconds": prepare_seconds,
+        "prepare_seconds_per_audio_second": prepare_seconds / audio_seconds(ctx.clips),
+        "clips_per_batch": len(batches[0]),
+        "batch_audio_seconds": audio_seconds(batches[args.warmup % len(batches)]),  # the FLOP-counted batch
+        "timed_steps": args.steps,
+        "timed_seconds": elapsed,
+        "step_seconds": elapsed / args.steps,
+        "audio_seconds_per_second": sum(audio_seconds(batches[i % len(batches)]) for i in timed) / elapsed,
+        "flops_per_step": flops,
+        "optimizer": cfg.optimizer,
+        "micro_batch_seconds": cfg.micro_batch_seconds,
+        "method_settings": method_cfg,
+        "attention": getattr(task.model.config, "_attn_implementation", None),
+    }
 
 
 def guarded_run(ctx: Context, method: str, setting: Setting) -> dict:
     """run_configuration with its peak memory; an out-of-memory configuration is reported as "OOM" and freed."""
-    row: dict[str, Any] = {"method": method, "precision": setting.precision,
-                           "gradient_checkpointing": setting.checkpointing, "config": setting.label}
+    row: dict[str, Any] = {
+        "method": method,
+        "precision": setting.precision,
+        "gradient_checkpointing": setting.checkpointing,
+        "config": setting.label,
+    }
     free_memory(ctx.device)
     reset_peak_memory(ctx.device)
     try:
@@ -459,8 +573,11 @@ def add_utilisation(row: dict, ctx: Context, peak_tflops: float | None) -> None:
     if not row["gradient_checkpointing"]:
         ctx.model_flops[key] = row["flops_per_step"]
     model_flops = ctx.model_flops.get(key)
-    row["model_flops_basis"] = ("counted without checkpointing" if model_flops is not None
-                                else "executed (includes recomputation: the run without checkpointing failed)")
+    row["model_flops_basis"] = (
+        "counted without checkpointing"
+        if model_flops is not None
+        else "executed (includes recomputation: the run without checkpointing failed)"
+    )
     model_flops = model_flops if model_flops is not None else row["flops_per_step"]
     row["model_flops_per_step"] = model_flops
     row["model_flops_per_audio_second"] = model_flops / row["batch_audio_seconds"]
@@ -474,8 +591,10 @@ def add_utilisation(row: dict, ctx: Context, peak_tflops: float | None) -> None:
 def projected_seconds(row: dict) -> float:
     """The target run at this configuration's rates: TARGET_AUDIO_SECONDS of training steps plus the one-off feature
     cache of one epoch's audio (cached features serve every epoch). Dev evaluation is not included."""
-    return (TARGET_AUDIO_SECONDS / row["audio_seconds_per_second"]
-            + EPOCH_AUDIO_SECONDS * row["prepare_seconds_per_audio_second"])
+    return (
+        TARGET_AUDIO_SECONDS / row["audio_seconds_per_second"]
+        + EPOCH_AUDIO_SECONDS * row["prepare_seconds_per_audio_second"]
+    )
 
 
 def projection(rows: list[dict], name: str) -> dict:
@@ -484,17 +603,24 @@ def projection(rows: list[dict], name: str) -> dict:
     for row in rows:
         entry = per_method.setdefault(row["method"], {"configs": {}, "best": None})
         entry["configs"][row["config"]] = row.get("projected_seconds", row["status"])
-        if row["status"] == "ok" and (entry["best"] is None
-                                      or row["projected_seconds"] < entry["configs"][entry["best"]]):
+        if row["status"] == "ok" and (
+            entry["best"] is None or row["projected_seconds"] < entry["configs"][entry["best"]]
+        ):
             entry["best"] = row["config"]
     target = per_method.get(TARGET_METHOD, {})
     best = target["configs"][target["best"]] if target.get("best") else None
     applies = bool(TARGET_DEVICES.search(name))
-    return {"target_audio_seconds": TARGET_AUDIO_SECONDS, "epoch_audio_seconds": EPOCH_AUDIO_SECONDS,
-            "epochs": EPOCHS, "target_wall_seconds": TARGET_WALL_SECONDS, "target_method": TARGET_METHOD,
-            "per_method": per_method, "target_best_seconds": best,
-            "target_applies_to_device": applies,
-            "target_met": (best <= TARGET_WALL_SECONDS) if (best is not None and applies) else None}
+    return {
+        "target_audio_seconds": TARGET_AUDIO_SECONDS,
+        "epoch_audio_seconds": EPOCH_AUDIO_SECONDS,
+        "epochs": EPOCHS,
+        "target_wall_seconds": TARGET_WALL_SECONDS,
+        "target_method": TARGET_METHOD,
+        "per_method": per_method,
+        "target_best_seconds": best,
+        "target_applies_to_device": applies,
+        "target_met": (best <= TARGET_WALL_SECONDS) if (best is not None and applies) else None,
+    }
 
 
 def full_needs(rows: list[dict]) -> dict:
@@ -502,10 +628,18 @@ def full_needs(rows: list[dict]) -> dict:
     (float32 weights + gradients + AdamW's two moments: 16 bytes per trained parameter)."""
     full = [r for r in rows if r["method"] == "full"]
     trainable = next((r["trainable_params"] for r in full if "trainable_params" in r), None)
-    return {"configs": {r["config"]: {"status": r["status"], "peak_memory_gib": r["peak_memory_bytes"] / 2**30,
-                                      "projected_seconds": r.get("projected_seconds")} for r in full},
-            "trainable_params": trainable,
-            "static_adamw_gib": trainable * 16 / 2**30 if trainable else None}
+    return {
+        "configs": {
+            r["config"]: {
+                "status": r["status"],
+                "peak_memory_gib": r["peak_memory_bytes"] / 2**30,
+                "projected_seconds": r.get("projected_seconds"),
+            }
+            for r in full
+        },
+        "trainable_params": trainable,
+        "static_adamw_gib": trainable * 16 / 2**30 if trainable else None,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------- output
@@ -528,66 +662,102 @@ def percent(value: float | None) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| method | config | trained params | audio s/s | peak memory | model FLOP/step | achieved FLOP/s | MFU "
-             "| HFU | projected 162,000 s |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| method | config | trained params | audio s/s | peak memory | model FLOP/step | achieved FLOP/s | MFU "
+        "| HFU | projected 162,000 s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         memory = f"{r['peak_memory_bytes'] / 2**30:.2f} GiB"
         if r["status"] != "ok":
-            lines.append(f"| {r['method']} | {r['config']} | – | {r['status'].split(':')[0]} | {memory} "
-                         f"| – | – | – | – | – |")
+            lines.append(
+                f"| {r['method']} | {r['config']} | – | {r['status'].split(':')[0]} | {memory} | – | – | – | – | – |"
+            )
             continue
-        lines.append(f"| {r['method']} | {r['config']} | {r['trainable_params'] / 1e6:.2f} M "
-                     f"| {r['audio_seconds_per_second']:.1f} | {memory} | {si(r['model_flops_per_step'], 'FLOP')} "
-                     f"| {si(r['achieved_tflops'] * 1e12, 'FLOP/s')} | {percent(r['mfu'])} | {percent(r['hfu'])} "
-                     f"| {minutes(r['projected_seconds'])} |")
+        lines.append(
+            f"| {r['method']} | {r['config']} | {r['trainable_params'] / 1e6:.2f} M "
+            f"| {r['audio_seconds_per_second']:.1f} | {memory} | {si(r['model_flops_per_step'], 'FLOP')} "
+            f"| {si(r['achieved_tflops'] * 1e12, 'FLOP/s')} | {percent(r['mfu'])} | {percent(r['hfu'])} "
+            f"| {minutes(r['projected_seconds'])} |"
+        )
     return "\n".join(lines)
 
 
 def print_row(row: dict) -> None:
-    rates = (f"{row['audio_seconds_per_second']:9.1f} audio-s/s, {si(row['achieved_tflops'] * 1e12, 'FLOP/s')}, "
-             f"MFU {percent(row['mfu'])}, " if row["status"] == "ok" else "")
-    print(f"  {row['method']:8} {row['config']:12} {row['status']:4} {rates}"
-          f"peak {row['peak_memory_bytes'] / 2**30:.2f} GiB", flush=True)
+    rates = (
+        f"{row['audio_seconds_per_second']:9.1f} audio-s/s, {si(row['achieved_tflops'] * 1e12, 'FLOP/s')}, "
+        f"MFU {percent(row['mfu'])}, "
+        if row["status"] == "ok"
+        else ""
+    )
+    print(
+        f"  {row['method']:8} {row['config']:12} {row['status']:4} {rates}"
+        f"peak {row['peak_memory_bytes'] / 2**30:.2f} GiB",
+        flush=True,
+    )
 
 
 def print_projection(result: dict) -> None:
     proj, needs = result["projection"], result["full_needs"]
-    print(f"\nProjection: {FOLD_AUDIO_SECONDS // 60} min of audio × {SPEED_COPIES} (speed perturbation) = "
-          f"{EPOCH_AUDIO_SECONDS:,} audio-s per epoch × {EPOCHS} epochs = {TARGET_AUDIO_SECONDS:,} audio-s; "
-          f"time = {TARGET_AUDIO_SECONDS:,} / (audio s/s) + {EPOCH_AUDIO_SECONDS:,} × (feature-cache s per audio-s); "
-          f"dev evaluation not included.")
+    print(
+        f"\nProjection: {FOLD_AUDIO_SECONDS // 60} min of audio × {SPEED_COPIES} (speed perturbation) = "
+        f"{EPOCH_AUDIO_SECONDS:,} audio-s per epoch × {EPOCHS} epochs = {TARGET_AUDIO_SECONDS:,} audio-s; "
+        f"time = {TARGET_AUDIO_SECONDS:,} / (audio s/s) + {EPOCH_AUDIO_SECONDS:,} × (feature-cache s per audio-s); "
+        f"dev evaluation not included."
+    )
     for method, entry in proj["per_method"].items():
-        configs = ", ".join(f"{config}: {minutes(v) if isinstance(v, float) else v}"
-                            for config, v in entry["configs"].items())
+        configs = ", ".join(
+            f"{config}: {minutes(v) if isinstance(v, float) else v}" for config, v in entry["configs"].items()
+        )
         print(f"  {method:8} {configs}" + (f"  (best: {entry['best']})" if entry["best"] else ""))
     best = proj["target_best_seconds"]
-    verdict = ("MET" if proj["target_met"] else "NOT MET") if proj["target_met"] is not None else \
-        "not judged: the target is set for an H100/H200-class GPU"
-    print(f"Target: {TARGET_METHOD} in ≤ {TARGET_WALL_SECONDS // 60} min on an H100/H200-class GPU: "
-          f"projected {minutes(best)} on {result['device']['name']} → {verdict}")
+    verdict = (
+        ("MET" if proj["target_met"] else "NOT MET")
+        if proj["target_met"] is not None
+        else "not judged: the target is set for an H100/H200-class GPU"
+    )
+    print(
+        f"Target: {TARGET_METHOD} in ≤ {TARGET_WALL_SECONDS // 60} min on an H100/H200-class GPU: "
+        f"projected {minutes(best)} on {result['device']['name']} → {verdict}"
+    )
     if not needs["configs"]:
         return
-    print(f"full fine-tuning needs: {needs['trainable_params'] or 0:,} trained parameters, "
-          f"{needs['static_adamw_gib'] or 0:.1f} GiB of float32 weights + gradients + AdamW moments (16 bytes each) "
-          f"before activations; measured:")
+    print(
+        f"full fine-tuning needs: {needs['trainable_params'] or 0:,} trained parameters, "
+        f"{needs['static_adamw_gib'] or 0:.1f} GiB of float32 weights + gradients + AdamW moments (16 bytes each) "
+        f"before activations; measured:"
+    )
     for setting, entry in needs["configs"].items():
-        print(f"  {setting:12} {entry['status']:4} peak {entry['peak_memory_gib']:.2f} GiB, "
-              f"projected {minutes(entry['projected_seconds'])}")
+        print(
+            f"  {setting:12} {entry['status']:4} peak {entry['peak_memory_gib']:.2f} GiB, "
+            f"projected {minutes(entry['projected_seconds'])}"
+        )
 
 
 def header(args: argparse.Namespace, device: torch.device, shape: Shape, peak: tuple[float | None, str]) -> dict:
     name = device_name(device)
-    return {"command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
-            "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "transformers": transformers.__version__, "peft": peft.__version__,
-                         "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()
-                         if device.type == "cuda" else None},
-            "device": {"type": device.type, "name": name, "peak_tflops": peak[0], "peak_source": peak[1]},
-            "shape": dataclasses.asdict(shape),
-            "run": {"steps": args.steps, "warmup": args.warmup, "batch_seconds": args.batch_seconds,
-                    "clip_seconds": args.clip_seconds, "chars_per_second": CHARS_PER_SECOND,
-                    "micro_batch_seconds": args.micro_batch_seconds, "tiny": args.tiny}}
+    return {
+        "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        },
+        "device": {"type": device.type, "name": name, "peak_tflops": peak[0], "peak_source": peak[1]},
+        "shape": dataclasses.asdict(shape),
+        "run": {
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "batch_seconds": args.batch_seconds,
+            "clip_seconds": args.clip_seconds,
+            "chars_per_second": CHARS_PER_SECOND,
+            "micro_batch_seconds": args.micro_batch_seconds,
+            "tiny": args.tiny,
+        },
+    }
 
 
 # ------------------------------------------------------------------------------------------------------------ main
@@ -604,10 +774,15 @@ def benchmark(args: argparse.Namespace) -> dict:
     result = header(args, device, shape, device_peak(device_name(device), args.peak_tflops))
     print(f"command: {result['command']}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items() if v is not None))
-    print(f"device: {result['device']['name']}; dense bf16 peak: "
-          f"{result['device']['peak_tflops'] or 'unknown'} TFLOP/s ({result['device']['peak_source']})")
-    print(f"shape: {shape}; batches of {args.batch_seconds:g} s from {args.clip_seconds:g} s clips; "
-          f"{args.warmup} warm-up + {args.steps} timed steps", flush=True)
+    print(
+        f"device: {result['device']['name']}; dense bf16 peak: "
+        f"{result['device']['peak_tflops'] or 'unknown'} TFLOP/s ({result['device']['peak_source']})"
+    )
+    print(
+        f"shape: {shape}; batches of {args.batch_seconds:g} s from {args.clip_seconds:g} s clips; "
+        f"{args.warmup} warm-up + {args.steps} timed steps",
+        flush=True,
+    )
     if device.type != "cuda":
         print("NOTE: not a GPU: these figures are a smoke check of the benchmark itself, not GPU results", flush=True)
     params = config.load_all(args.params)
@@ -619,8 +794,11 @@ def benchmark(args: argparse.Namespace) -> dict:
         vocab = make_vocab(shape.vocab)
         per_batch = max(1, int(args.batch_seconds // args.clip_seconds))
         clips = synthetic_clips(2 * per_batch, args.clip_seconds, vocab, base, params["train"]["seed"])
-        print(f"base: {sum(base.info['weights'].values()) / 2**30:.2f} GiB checkpoint built and described in "
-              f"{time.perf_counter() - started:.0f} s; {len(clips)} clips of {args.clip_seconds:g} s", flush=True)
+        print(
+            f"base: {sum(base.info['weights'].values()) / 2**30:.2f} GiB checkpoint built and described in "
+            f"{time.perf_counter() - started:.0f} s; {len(clips)} clips of {args.clip_seconds:g} s",
+            flush=True,
+        )
         ctx = Context(args, device, base, params, vocab, clips, workdir)
         rows = []
         for method in args.methods.split(","):

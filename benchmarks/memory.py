@@ -38,17 +38,28 @@ from asrflow import memory
 from asrflow.checkpoint import Base
 
 ROOT = Path(__file__).resolve().parents[1]
-MMS_300M = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-                adapter_attn_dim=16, **memory.STABLE)
-CONFIGS = {"fp32": {"precision": "fp32", "gradient_checkpointing": False},
-           "bf16": {"precision": "bf16", "gradient_checkpointing": False},
-           "gc": {"precision": "fp32", "gradient_checkpointing": True},
-           "both": {"precision": "bf16", "gradient_checkpointing": True}}
+MMS_300M = dict(
+    hidden_size=1024,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    intermediate_size=4096,
+    adapter_attn_dim=16,
+    **memory.STABLE,
+)
+CONFIGS = {
+    "fp32": {"precision": "fp32", "gradient_checkpointing": False},
+    "bf16": {"precision": "bf16", "gradient_checkpointing": False},
+    "gc": {"precision": "fp32", "gradient_checkpointing": True},
+    "both": {"precision": "bf16", "gradient_checkpointing": True},
+}
 CLIP_SECONDS = 10.0
 # The hypothetical table: 20-s clips (audio.max_seconds), batches of up to 10 of them, micro-batches of one to plan.
 TABLE_CLIP_SECONDS = 20.0
-TABLE_SETTINGS = {"fp32": {}, "gc": {"gradient_checkpointing": True},
-                  "gc+adafactor": {"gradient_checkpointing": True, "optimizer": "adafactor"}}
+TABLE_SETTINGS = {
+    "fp32": {},
+    "gc": {"gradient_checkpointing": True},
+    "gc+adafactor": {"gradient_checkpointing": True, "optimizer": "adafactor"},
+}
 
 
 def train_section(settings: dict) -> dict:
@@ -88,8 +99,14 @@ def predict(base: Base, method: str, config: str, threads: int) -> dict:
 def measure(base: Base, method: str, config: str, threads: int) -> dict:
     torch.set_num_threads(threads)
     before = status_kib("VmRSS")
-    result = memory.measure_training_step(base, method, train_section(CONFIGS[config]), CLIP_SECONDS,
-                                          device=torch.device("cpu"), before_step=reset_peak_rss)
+    result = memory.measure_training_step(
+        base,
+        method,
+        train_section(CONFIGS[config]),
+        CLIP_SECONDS,
+        device=torch.device("cpu"),
+        before_step=reset_peak_rss,
+    )
     return result | {"rss_bytes": (status_kib("VmHWM") - before) * 1024}
 
 
@@ -102,9 +119,12 @@ def run(methods: list[str], configs: list[str], layers: int, threads: int) -> li
                 plan = in_fresh_process(predict, base, method, config, threads)
                 measured = in_fresh_process(measure, base, method, config, threads)
                 rows.append({"method": method, "config": config, "plan": plan, **measured})
-                print(f"  {method:8s} {config:5s} measured {measured['peak_bytes'] / memory.GIB:6.2f} GiB, "
-                      f"planned {plan['peak_bytes'] / memory.GIB:6.2f} GiB, {measured['seconds']:6.1f} s/step, "
-                      f"probe {plan['probe']['seconds']:5.1f} s", flush=True)
+                print(
+                    f"  {method:8s} {config:5s} measured {measured['peak_bytes'] / memory.GIB:6.2f} GiB, "
+                    f"planned {plan['peak_bytes'] / memory.GIB:6.2f} GiB, {measured['seconds']:6.1f} s/step, "
+                    f"probe {plan['probe']['seconds']:5.1f} s",
+                    flush=True,
+                )
     return rows
 
 
@@ -115,17 +135,24 @@ def error(row: dict, measured: str = "peak_bytes") -> float:
 
 def table(rows: list[dict]) -> str:
     """Measured beside planned, GiB, with the plan's components."""
-    header = ("| method | config | tensor peak | RSS peak | plan | error | vs RSS | weights | grads | optimiser "
-              "| activations (saved) | s/step | probe s |")
+    header = (
+        "| method | config | tensor peak | RSS peak | plan | error | vs RSS | weights | grads | optimiser "
+        "| activations (saved) | s/step | probe s |"
+    )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for row in rows:
         plan = row["plan"]
-        cells = [row["method"], row["config"], *(f"{v / memory.GIB:.2f}" for v in (
-            row["peak_bytes"], row["rss_bytes"], plan["peak_bytes"])), f"{error(row):+.1f} %",
+        cells = [
+            row["method"],
+            row["config"],
+            *(f"{v / memory.GIB:.2f}" for v in (row["peak_bytes"], row["rss_bytes"], plan["peak_bytes"])),
+            f"{error(row):+.1f} %",
             f"{error(row, 'rss_bytes'):+.1f} %",
             *(f"{plan[k] / memory.GIB:.2f}" for k in ("weights", "gradients", "optimizer")),
             f"{plan['activations'] / memory.GIB:.2f} ({plan['saved_activations'] / memory.GIB:.2f})",
-            f"{row['seconds']:.1f}", f"{plan['probe']['seconds']:.1f}"]
+            f"{row['seconds']:.1f}",
+            f"{plan['probe']['seconds']:.1f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -143,8 +170,12 @@ def ratios(rows: list[dict]) -> str:
         cells = []
         for config in others:
             row = by_key.get((method, config))
-            cells.append("–" if row is None else f"{row['peak_bytes'] / base['peak_bytes']:.2f} "
-                         f"({row['plan']['peak_bytes'] / base['plan']['peak_bytes']:.2f})")
+            cells.append(
+                "–"
+                if row is None
+                else f"{row['peak_bytes'] / base['peak_bytes']:.2f} "
+                f"({row['plan']['peak_bytes'] / base['plan']['peak_bytes']:.2f})"
+            )
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -153,8 +184,9 @@ def hypothetical(methods: list[str], threads: int) -> str:
     torch.set_num_threads(threads)
     train = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["train"]
     train |= {"batch_seconds": 10 * TABLE_CLIP_SECONDS, "micro_batch_seconds": TABLE_CLIP_SECONDS}
-    rows = memory.config_table(memory.HYPOTHETICAL, methods, train, TABLE_SETTINGS, TABLE_CLIP_SECONDS,
-                               device=torch.device("cpu"))
+    rows = memory.config_table(
+        memory.HYPOTHETICAL, methods, train, TABLE_SETTINGS, TABLE_CLIP_SECONDS, device=torch.device("cpu")
+    )
     return memory.format_config_table(rows)
 
 
@@ -164,8 +196,11 @@ def main() -> None:
     parser.add_argument("--configs", default="fp32,gc", help=f"of {','.join(CONFIGS)}")
     parser.add_argument("--layers", type=int, default=MMS_300M["num_hidden_layers"])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--hypothetical", action="store_true",
-                        help="print the plan's table for MMS-1B and XLS-R-300m × methods × GPUs instead")
+    parser.add_argument(
+        "--hypothetical",
+        action="store_true",
+        help="print the plan's table for MMS-1B and XLS-R-300m × methods × GPUs instead",
+    )
     args = parser.parse_args()
     print("$ python " + shlex.join(sys.argv), flush=True)
     methods = args.methods.split(",")

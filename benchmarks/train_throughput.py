@@ -28,27 +28,41 @@ import torch
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments, Wav2Vec2ForCTC
 
-from asrflow import methods
+from asrflow import config, methods
 from asrflow.audio import load_mono
 from asrflow.batching import bucket_batches, load_clips
 from asrflow.checkpoint import DESCRIPTION, describe, open_base
 from asrflow.corpus.audiofolder import import_audiofolder
 from asrflow.corpus.demo import synthesise_demo
-from asrflow.folds import build_vocab
 from asrflow.io import write_json
+from asrflow.loop import LoopConfig, fit
 from asrflow.model import make_processor
 from asrflow.pretrain import demo_config
-from asrflow.loop import LoopConfig, fit
+from asrflow.vocab import build_vocab
 
-TINY = {"hidden_size": 192, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 768,
-        "conv_dim": 96, "adapter_attn_dim": 16}
+TINY = {
+    "hidden_size": 192,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "intermediate_size": 768,
+    "conv_dim": 96,
+    "adapter_attn_dim": 16,
+}
 TRAINER_BATCH = 8
 
 
 def make_data(root: Path) -> tuple[list, object, Path]:
     """A synthetic corpus (6 speakers × 15 utterances) and a randomly initialised base saved like the demo's."""
-    cfg = {"seed": 3, "language": "sw", "speakers": 6, "utterances_per_speaker": 15, "source_languages": ["fi"],
-           "source_speakers": 1, "source_utterances_per_speaker": 1, "keep_stress": False}
+    cfg = {
+        "seed": 3,
+        "language": "sw",
+        "speakers": 6,
+        "utterances_per_speaker": 15,
+        "source_languages": ["fi"],
+        "source_speakers": 1,
+        "source_utterances_per_speaker": 1,
+        "keep_stress": False,
+    }
     synthesise_demo(cfg, root / "target", root / "source")
     utterances = import_audiofolder(root / "target")
     vocab = build_vocab([u.text for u in utterances])
@@ -58,8 +72,9 @@ def make_data(root: Path) -> tuple[list, object, Path]:
     Wav2Vec2ForCTC(demo_config(TINY, len(vocab))).save_pretrained(base)
     processor.save_pretrained(base)
     write_json(base / DESCRIPTION, {"path": None, **describe(base)})  # as the pretrain stage describes a base
-    clips = load_clips(utterances, lambda t: processor.tokenizer(t).input_ids, processor.feature_extractor,
-                       reader=load_mono)
+    clips = load_clips(
+        utterances, lambda t: processor.tokenizer(t).input_ids, processor.feature_extractor, reader=load_mono
+    )
     return clips, processor, base
 
 
@@ -80,14 +95,17 @@ def audio_seconds(clips: list) -> float:
 def asrflow_epochs(method: str, clips: list, processor, base: Path, epochs: int, batch_seconds: float) -> list[float]:
     """Seconds of audio per second for each epoch of asrflow's loop (dev evaluation excluded)."""
     described = open_base(base)
-    model = methods.get(method).prepare(described, processor.tokenizer.get_vocab(), {"mask_time_prob": 0.0},
-                                        {"train_top_layers": 0}, "sw")
-    task = methods.get(method).task(model, processor, {"train_top_layers": 0}, described)
+    settings = config.defaults(f"train.{method}")  # frozen: the head alone (train_top_layers 0)
+    model = methods.get(method).prepare(
+        described, processor.tokenizer.get_vocab(), {"mask_time_prob": 0.0}, settings, "sw"
+    )
+    task = methods.get(method).task(model, processor, settings, described)
     durations: list[float] = []
     original = task.transcribe
     task.transcribe = lambda dev, seconds: []  # dev scoring is not training throughput
-    loop = LoopConfig(lr=1e-4, max_epochs=epochs, patience=epochs, batch_seconds=batch_seconds, warmup_steps=10,
-                      grad_clip=1.0, seed=0)
+    loop = LoopConfig(
+        lr=1e-4, max_epochs=epochs, patience=epochs, batch_seconds=batch_seconds, warmup_steps=10, grad_clip=1.0, seed=0
+    )
     train_epoch = sys.modules["asrflow.loop"]._train_epoch
 
     def timed_epoch(*args, **kwargs):
@@ -130,10 +148,12 @@ class CTCPaddingCollator:
         self.processor = processor
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        inputs = self.processor.feature_extractor.pad([{"input_values": f["input_values"]} for f in features],
-                                                      padding=True, return_tensors="pt")
-        labels = self.processor.tokenizer.pad({"input_ids": [f["labels"] for f in features]}, padding=True,
-                                              return_tensors="pt")
+        inputs = self.processor.feature_extractor.pad(
+            [{"input_values": f["input_values"]} for f in features], padding=True, return_tensors="pt"
+        )
+        labels = self.processor.tokenizer.pad(
+            {"input_ids": [f["labels"] for f in features]}, padding=True, return_tensors="pt"
+        )
         inputs["labels"] = labels["input_ids"].masked_fill(labels["attention_mask"].ne(1), -100)
         return inputs
 
@@ -143,19 +163,36 @@ def trainer_epochs(method: str, clips: list, processor, base: Path, epochs: int,
     model.freeze_feature_encoder()
     if method == "frozen":
         model.freeze_base_model()
-    dataset = Dataset.from_dict({"input_values": [c.inputs.tolist() for c in clips],
-                                 "labels": [c.labels for c in clips],
-                                 "input_length": [c.n_samples for c in clips]})
-    args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=TRAINER_BATCH,
-                             train_sampling_strategy="group_by_length",  # the example's --group_by_length
-                             length_column_name="input_length", learning_rate=1e-4, num_train_epochs=epochs,
-                             warmup_steps=10, max_grad_norm=1.0, save_strategy="no", eval_strategy="no",
-                             logging_strategy="no", report_to=[], dataloader_num_workers=0, seed=0,
-                             disable_tqdm=True, use_cpu=True,
-                             remove_unused_columns=False)  # keep input_length for the length-grouped sampler
+    dataset = Dataset.from_dict(
+        {
+            "input_values": [c.inputs.tolist() for c in clips],
+            "labels": [c.labels for c in clips],
+            "input_length": [c.n_samples for c in clips],
+        }
+    )
+    args = TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=TRAINER_BATCH,
+        train_sampling_strategy="group_by_length",  # the example's --group_by_length
+        length_column_name="input_length",
+        learning_rate=1e-4,
+        num_train_epochs=epochs,
+        warmup_steps=10,
+        max_grad_norm=1.0,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        report_to=[],
+        dataloader_num_workers=0,
+        seed=0,
+        disable_tqdm=True,
+        use_cpu=True,
+        remove_unused_columns=False,
+    )  # keep input_length for the length-grouped sampler
     timer = EpochTimer()
-    Trainer(model=model, args=args, train_dataset=dataset, data_collator=CTCPaddingCollator(processor),
-            callbacks=[timer]).train()
+    Trainer(
+        model=model, args=args, train_dataset=dataset, data_collator=CTCPaddingCollator(processor), callbacks=[timer]
+    ).train()
     return [audio_seconds(clips) / d for d in timer.durations]
 
 
@@ -169,16 +206,22 @@ def main() -> None:
         os.environ["ASRFLOW_CACHE"] = str(Path(tmp) / "cache")
         clips, processor, base = make_data(Path(tmp))
         batch_seconds = batch_seconds_for(clips, TRAINER_BATCH)
-        print(f"data: {len(clips)} clips, {audio_seconds(clips) / 60:.1f} min; Trainer batch {TRAINER_BATCH} clips, "
-              f"asrflow batch budget {batch_seconds} s; {args.threads} threads; {args.epochs} epochs each")
-        print(f"{'method':8} {'asrflow s/s (1st, later median)':>34} {'Trainer s/s (median)':>22} "
-              f"{'ratio later':>12} {'ratio 1st':>10}")
+        print(
+            f"data: {len(clips)} clips, {audio_seconds(clips) / 60:.1f} min; Trainer batch {TRAINER_BATCH} clips, "
+            f"asrflow batch budget {batch_seconds} s; {args.threads} threads; {args.epochs} epochs each"
+        )
+        print(
+            f"{'method':8} {'asrflow s/s (1st, later median)':>34} {'Trainer s/s (median)':>22} "
+            f"{'ratio later':>12} {'ratio 1st':>10}"
+        )
         for method in ("full", "frozen"):
             ours = asrflow_epochs(method, clips, processor, base, args.epochs, batch_seconds)
             theirs = trainer_epochs(method, clips, processor, base, args.epochs, Path(tmp) / f"trainer-{method}")
             later, baseline = statistics.median(ours[1:] or ours), statistics.median(theirs)
-            print(f"{method:8} {ours[0]:16.1f} {later:17.1f} {baseline:22.1f} {later / baseline:11.2f}x "
-                  f"{ours[0] / baseline:9.2f}x")
+            print(
+                f"{method:8} {ours[0]:16.1f} {later:17.1f} {baseline:22.1f} {later / baseline:11.2f}x "
+                f"{ours[0] / baseline:9.2f}x"
+            )
 
 
 if __name__ == "__main__":

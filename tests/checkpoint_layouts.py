@@ -56,15 +56,21 @@ SHARD_SIZE = "64KB"
 TRANSFORMER_SIZES = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 # The real convolutional feature encoder's kernels and strides (20 ms frames, 400-sample receptive field), only narrow.
 CONV_SIZES = {
-    "conv_dim": (32,) * 7, "conv_kernel": (10, 3, 3, 3, 3, 2, 2), "conv_stride": (5, 2, 2, 2, 2, 2, 2),
-    "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2,
+    "conv_dim": (32,) * 7,
+    "conv_kernel": (10, 3, 3, 3, 3, 2, 2),
+    "conv_stride": (5, 2, 2, 2, 2, 2, 2),
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 2,
 }
 # The two wav2vec2-family layouts: "large"/MMS/XLS-R checkpoints normalise before each block and layer-norm every conv
 # layer; "base" ones normalise after each block and group-norm only the first conv layer.
 STABLE_LAYER_NORM = {"feat_extract_norm": "layer", "do_stable_layer_norm": True}
 POST_LAYER_NORM = {"feat_extract_norm": "group", "do_stable_layer_norm": False}
 QUANTIZER_SIZES = {
-    "num_codevector_groups": 2, "num_codevectors_per_group": 8, "codevector_dim": 16, "proj_codevector_dim": 16,
+    "num_codevector_groups": 2,
+    "num_codevectors_per_group": 8,
+    "codevector_dim": 16,
+    "proj_codevector_dim": 16,
 }
 
 
@@ -107,19 +113,25 @@ def write_tokenizer(out_dir: Path, vocab: dict[str, Any], **config: Any) -> None
     `Wav2Vec2CTCTokenizer.save_pretrained` would write."""
     write_json(out_dir / "vocab.json", vocab, sort_keys=False)
     write_json(out_dir / "special_tokens_map.json", SPECIAL_TOKENS)
-    write_json(out_dir / "tokenizer_config.json",
-               {**SPECIAL_TOKENS, "do_lower_case": False, "word_delimiter_token": "|", **config})
+    write_json(
+        out_dir / "tokenizer_config.json",
+        {**SPECIAL_TOKENS, "do_lower_case": False, "word_delimiter_token": "|", **config},
+    )
 
 
-def write_waveform_preprocessor(out_dir: Path, do_normalize: bool, return_attention_mask: bool,
-                                **fields: Any) -> None:
+def write_waveform_preprocessor(out_dir: Path, do_normalize: bool, return_attention_mask: bool, **fields: Any) -> None:
     """preprocessor_config.json of a raw-waveform model (Wav2Vec2FeatureExtractor). `fields` adds or, given None,
     drops a key: the 2021 LibriSpeech checkpoints have no feature_extractor_type (transformers then falls back to
     config.json's model_type), MMS names its processor_class."""
     content = {
-        "do_normalize": do_normalize, "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
-        "padding_side": "right", "padding_value": 0.0, "return_attention_mask": return_attention_mask,
-        "sampling_rate": SAMPLING_RATE, **fields,
+        "do_normalize": do_normalize,
+        "feature_extractor_type": "Wav2Vec2FeatureExtractor",
+        "feature_size": 1,
+        "padding_side": "right",
+        "padding_value": 0.0,
+        "return_attention_mask": return_attention_mask,
+        "sampling_rate": SAMPLING_RATE,
+        **fields,
     }
     write_json(out_dir / "preprocessor_config.json", {k: v for k, v in content.items() if v is not None})
 
@@ -195,19 +207,28 @@ def mms_1b_all(out_dir: Path) -> None:
     adapter.<lang>.safetensors hold each language's adapters and head, vocab.json nests one vocabulary per language and
     tokenizer_config.json's target_lang picks English."""
     vocabs = {lang: letter_vocab(letters) for lang, letters in MMS_LETTERS.items()}
-    config = Wav2Vec2Config(**tiny_sizes(), **STABLE_LAYER_NORM, adapter_attn_dim=8,
-                            vocab_size=len(vocabs[MMS_DEFAULT_LANGUAGE]))
+    config = Wav2Vec2Config(
+        **tiny_sizes(), **STABLE_LAYER_NORM, adapter_attn_dim=8, vocab_size=len(vocabs[MMS_DEFAULT_LANGUAGE])
+    )
     model = Wav2Vec2ForCTC(config)
     adapters = {lang: fresh_adapter(model, len(vocab)) for lang, vocab in vocabs.items()}
     for lang, weights in adapters.items():
         save_file(weights, out_dir / WAV2VEC2_ADAPTER_SAFE_FILE.format(lang), metadata={"format": "pt"})
     install_adapter(model, adapters[MMS_DEFAULT_LANGUAGE])
     save_model(model, out_dir)
-    write_tokenizer(out_dir, vocabs, target_lang=MMS_DEFAULT_LANGUAGE, tokenizer_class="Wav2Vec2CTCTokenizer",
-                    replace_word_delimiter_char=" ", processor_class="Wav2Vec2Processor",
-                    clean_up_tokenization_spaces=True, model_max_length=1000000000000000019884624838656)
-    write_waveform_preprocessor(out_dir, do_normalize=True, return_attention_mask=True,
-                                processor_class="Wav2Vec2Processor")
+    write_tokenizer(
+        out_dir,
+        vocabs,
+        target_lang=MMS_DEFAULT_LANGUAGE,
+        tokenizer_class="Wav2Vec2CTCTokenizer",
+        replace_word_delimiter_char=" ",
+        processor_class="Wav2Vec2Processor",
+        clean_up_tokenization_spaces=True,
+        model_max_length=1000000000000000019884624838656,
+    )
+    write_waveform_preprocessor(
+        out_dir, do_normalize=True, return_attention_mask=True, processor_class="Wav2Vec2Processor"
+    )
 
 
 def wav2vec2_pretraining(out_dir: Path, max_shard_size: str | None = None) -> None:
@@ -218,20 +239,32 @@ def wav2vec2_pretraining(out_dir: Path, max_shard_size: str | None = None) -> No
     write_waveform_preprocessor(out_dir, do_normalize=True, return_attention_mask=True)
 
 
-def librispeech_ctc(out_dir: Path, config_class: type[PretrainedConfig], model_class: type[PreTrainedModel],
-                    norm: dict[str, Any], return_attention_mask: bool, max_shard_size: str | None = None) -> None:
+def librispeech_ctc(
+    out_dir: Path,
+    config_class: type[PretrainedConfig],
+    model_class: type[PreTrainedModel],
+    norm: dict[str, Any],
+    return_attention_mask: bool,
+    max_shard_size: str | None = None,
+) -> None:
     """facebook/wav2vec2-base-960h, wav2vec2-large-960h-lv60-self, hubert-large-ls960-ft: English CTC over the 32
     upper-case LibriSpeech tokens, 2021-style files (no tokenizer or feature extractor class named)."""
     vocab = letter_vocab(LIBRISPEECH_LETTERS)
     config = config_class(**tiny_sizes(), **norm, vocab_size=len(vocab))
     save_model(model_class(config), out_dir, max_shard_size)
     write_tokenizer(out_dir, vocab)
-    write_waveform_preprocessor(out_dir, do_normalize=True, return_attention_mask=return_attention_mask,
-                                **LEGACY_PREPROCESSOR)
+    write_waveform_preprocessor(
+        out_dir, do_normalize=True, return_attention_mask=return_attention_mask, **LEGACY_PREPROCESSOR
+    )
 
 
-def bare_encoder(out_dir: Path, config_class: type[PretrainedConfig], model_class: type[PreTrainedModel],
-                 config: dict[str, Any], preprocessor: dict[str, Any]) -> None:
+def bare_encoder(
+    out_dir: Path,
+    config_class: type[PretrainedConfig],
+    model_class: type[PreTrainedModel],
+    config: dict[str, Any],
+    preprocessor: dict[str, Any],
+) -> None:
     """hubert-base-ls960, wavlm-base-plus, data2vec-audio-base: only the encoder (`*Model`, its keys unprefixed), no
     head, no tokenizer."""
     save_model(model_class(config_class(**tiny_sizes(**config))), out_dir)
@@ -242,11 +275,13 @@ def w2v_bert_2(out_dir: Path) -> None:
     """facebook/w2v-bert-2.0: a conformer over 80-bin log-mel filterbanks stacked in pairs (160 inputs per frame),
     no tokenizer. Its preprocessor_config.json names processor_class Wav2Vec2BertProcessor although the repository has
     no tokenizer (AutoProcessor fails on it, as on the other tokenizer-less checkpoints; AutoFeatureExtractor works)."""
-    config = Wav2Vec2BertConfig(**tiny_sizes(conv=False), feature_projection_input_dim=160,
-                                conv_depthwise_kernel_size=3)
+    config = Wav2Vec2BertConfig(
+        **tiny_sizes(conv=False), feature_projection_input_dim=160, conv_depthwise_kernel_size=3
+    )
     save_model(Wav2Vec2BertModel(config), out_dir)
-    extractor = SeamlessM4TFeatureExtractor(feature_size=80, num_mel_bins=80, padding_value=1,
-                                            sampling_rate=SAMPLING_RATE, stride=2)
+    extractor = SeamlessM4TFeatureExtractor(
+        feature_size=80, num_mel_bins=80, padding_value=1, sampling_rate=SAMPLING_RATE, stride=2
+    )
     extractor.save_pretrained(out_dir)
     path = out_dir / "preprocessor_config.json"
     write_json(path, {**json.loads(path.read_text(encoding="utf-8")), "processor_class": "Wav2Vec2BertProcessor"})
@@ -256,53 +291,136 @@ LAYOUTS: dict[str, Builder] = {}
 INFO: dict[str, dict[str, Any]] = {}
 
 
-def register(name: str, builder: Builder, *, family: str, pretraining_only: bool, vocab: str,
-             has_adapters: bool = False, input_kind: str = "waveform", sharded: bool = False) -> None:
+def register(
+    name: str,
+    builder: Builder,
+    *,
+    family: str,
+    pretraining_only: bool,
+    vocab: str,
+    has_adapters: bool = False,
+    input_kind: str = "waveform",
+    sharded: bool = False,
+) -> None:
     """Add a layout and what tests need to know about it: the model_type, whether it has a CTC head to reuse, the
     vocabulary kind ("nested" | "flat-upper" | "none"), adapters, the input ("waveform" | "log-mel"), sharding."""
     LAYOUTS[name] = builder
-    INFO[name] = {"family": family, "pretraining_only": pretraining_only, "vocab": vocab,
-                  "has_adapters": has_adapters, "input": input_kind, "sharded": sharded}
+    INFO[name] = {
+        "family": family,
+        "pretraining_only": pretraining_only,
+        "vocab": vocab,
+        "has_adapters": has_adapters,
+        "input": input_kind,
+        "sharded": sharded,
+    }
 
 
 register("mms-1b-all", mms_1b_all, family="wav2vec2", pretraining_only=False, vocab="nested", has_adapters=True)
 register("mms-300m", wav2vec2_pretraining, family="wav2vec2", pretraining_only=True, vocab="none")
 register("xls-r-300m", wav2vec2_pretraining, family="wav2vec2", pretraining_only=True, vocab="none")
-register("xls-r-300m-sharded", functools.partial(wav2vec2_pretraining, max_shard_size=SHARD_SIZE),
-         family="wav2vec2", pretraining_only=True, vocab="none", sharded=True)
-register("wav2vec2-base-960h",
-         functools.partial(librispeech_ctc, config_class=Wav2Vec2Config, model_class=Wav2Vec2ForCTC,
-                           norm=POST_LAYER_NORM, return_attention_mask=False),
-         family="wav2vec2", pretraining_only=False, vocab="flat-upper")
-register("wav2vec2-base-960h-sharded",
-         functools.partial(librispeech_ctc, config_class=Wav2Vec2Config, model_class=Wav2Vec2ForCTC,
-                           norm=POST_LAYER_NORM, return_attention_mask=False, max_shard_size=SHARD_SIZE),
-         family="wav2vec2", pretraining_only=False, vocab="flat-upper", sharded=True)
-register("wav2vec2-large-960h-lv60-self",
-         functools.partial(librispeech_ctc, config_class=Wav2Vec2Config, model_class=Wav2Vec2ForCTC,
-                           norm=STABLE_LAYER_NORM, return_attention_mask=True),
-         family="wav2vec2", pretraining_only=False, vocab="flat-upper")
-register("hubert-large-ls960-ft",
-         functools.partial(librispeech_ctc, config_class=HubertConfig, model_class=HubertForCTC,
-                           norm=STABLE_LAYER_NORM, return_attention_mask=True),
-         family="hubert", pretraining_only=False, vocab="flat-upper")
-register("hubert-base-ls960",
-         functools.partial(bare_encoder, config_class=HubertConfig, model_class=HubertModel, config=POST_LAYER_NORM,
-                           preprocessor={"do_normalize": False, "return_attention_mask": False,
-                                         **LEGACY_PREPROCESSOR}),
-         family="hubert", pretraining_only=True, vocab="none")
-register("wavlm-base-plus",
-         functools.partial(bare_encoder, config_class=WavLMConfig, model_class=WavLMModel,
-                           config={**POST_LAYER_NORM, "num_buckets": 16, "max_bucket_distance": 80},
-                           preprocessor={"do_normalize": False, "return_attention_mask": True}),
-         family="wavlm", pretraining_only=True, vocab="none")
-register("data2vec-audio-base",
-         # data2vec's positional embedding is a stack of `num_conv_pos_embeddings` convs (5 in the real one) of
-         # kernel `conv_pos_kernel_size`, not one conv of that kernel as in wav2vec2.
-         functools.partial(bare_encoder, config_class=Data2VecAudioConfig, model_class=Data2VecAudioModel,
-                           config={"num_conv_pos_embeddings": 5, "conv_pos_kernel_size": 5},
-                           preprocessor={"do_normalize": True, "return_attention_mask": True}),
-         family="data2vec-audio", pretraining_only=True, vocab="none")
+register(
+    "xls-r-300m-sharded",
+    functools.partial(wav2vec2_pretraining, max_shard_size=SHARD_SIZE),
+    family="wav2vec2",
+    pretraining_only=True,
+    vocab="none",
+    sharded=True,
+)
+register(
+    "wav2vec2-base-960h",
+    functools.partial(
+        librispeech_ctc,
+        config_class=Wav2Vec2Config,
+        model_class=Wav2Vec2ForCTC,
+        norm=POST_LAYER_NORM,
+        return_attention_mask=False,
+    ),
+    family="wav2vec2",
+    pretraining_only=False,
+    vocab="flat-upper",
+)
+register(
+    "wav2vec2-base-960h-sharded",
+    functools.partial(
+        librispeech_ctc,
+        config_class=Wav2Vec2Config,
+        model_class=Wav2Vec2ForCTC,
+        norm=POST_LAYER_NORM,
+        return_attention_mask=False,
+        max_shard_size=SHARD_SIZE,
+    ),
+    family="wav2vec2",
+    pretraining_only=False,
+    vocab="flat-upper",
+    sharded=True,
+)
+register(
+    "wav2vec2-large-960h-lv60-self",
+    functools.partial(
+        librispeech_ctc,
+        config_class=Wav2Vec2Config,
+        model_class=Wav2Vec2ForCTC,
+        norm=STABLE_LAYER_NORM,
+        return_attention_mask=True,
+    ),
+    family="wav2vec2",
+    pretraining_only=False,
+    vocab="flat-upper",
+)
+register(
+    "hubert-large-ls960-ft",
+    functools.partial(
+        librispeech_ctc,
+        config_class=HubertConfig,
+        model_class=HubertForCTC,
+        norm=STABLE_LAYER_NORM,
+        return_attention_mask=True,
+    ),
+    family="hubert",
+    pretraining_only=False,
+    vocab="flat-upper",
+)
+register(
+    "hubert-base-ls960",
+    functools.partial(
+        bare_encoder,
+        config_class=HubertConfig,
+        model_class=HubertModel,
+        config=POST_LAYER_NORM,
+        preprocessor={"do_normalize": False, "return_attention_mask": False, **LEGACY_PREPROCESSOR},
+    ),
+    family="hubert",
+    pretraining_only=True,
+    vocab="none",
+)
+register(
+    "wavlm-base-plus",
+    functools.partial(
+        bare_encoder,
+        config_class=WavLMConfig,
+        model_class=WavLMModel,
+        config={**POST_LAYER_NORM, "num_buckets": 16, "max_bucket_distance": 80},
+        preprocessor={"do_normalize": False, "return_attention_mask": True},
+    ),
+    family="wavlm",
+    pretraining_only=True,
+    vocab="none",
+)
+register(
+    "data2vec-audio-base",
+    # data2vec's positional embedding is a stack of `num_conv_pos_embeddings` convs (5 in the real one) of
+    # kernel `conv_pos_kernel_size`, not one conv of that kernel as in wav2vec2.
+    functools.partial(
+        bare_encoder,
+        config_class=Data2VecAudioConfig,
+        model_class=Data2VecAudioModel,
+        config={"num_conv_pos_embeddings": 5, "conv_pos_kernel_size": 5},
+        preprocessor={"do_normalize": True, "return_attention_mask": True},
+    ),
+    family="data2vec-audio",
+    pretraining_only=True,
+    vocab="none",
+)
 register("w2v-bert-2.0", w2v_bert_2, family="wav2vec2-bert", pretraining_only=True, vocab="none", input_kind="log-mel")
 
 

@@ -92,13 +92,25 @@ def tiny_params(path: Path, methods: list[str] | None = None, k: int = 2) -> dic
     project = path.parent if path.name == "params.yaml" else path
     params = read_params(project)
     demo = params["corpus"]["demo"]
-    demo.update(speakers=5, utterances_per_speaker=4, source_languages=demo["source_languages"][:2],
-                source_speakers=2, source_utterances_per_speaker=4)
+    demo.update(
+        speakers=5,
+        utterances_per_speaker=4,
+        source_languages=demo["source_languages"][:2],
+        source_speakers=2,
+        source_utterances_per_speaker=4,
+    )
     set_folds(params, k)
     params["folds"]["dev_speakers"] = 1
     params["augment"]["speed"] = params["augment"]["speed"][:1]
-    params["model"]["demo"].update(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                                   conv_dim=32, adapter_attn_dim=8, epochs=1)
+    params["model"]["demo"].update(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=32,
+        adapter_attn_dim=8,
+        epochs=1,
+    )
     params["train"].update(max_epochs=1, patience=1, warmup_steps=2)
     params.setdefault("resources", {})["threads"] = 1
     if methods is not None:
@@ -113,8 +125,15 @@ def check_summary(project: Path, methods: list[str], k: int) -> None:
     assert summary["method"].tolist() == methods
     assert (summary["n_folds"] == k).all()
     # cer_lm_*: params.yaml decodes with each fold's n-gram LM too (decode.beam), reported next to greedy.
-    for column in ("cer_mean", "cer_std", "wer_mean", "wer_std", "cer_lm_mean", "cer_lm_std",
-                   *(f"cer_fold{f}" for f in range(k))):
+    for column in (
+        "cer_mean",
+        "cer_std",
+        "wer_mean",
+        "wer_std",
+        "cer_lm_mean",
+        "cer_lm_std",
+        *(f"cer_fold{f}" for f in range(k)),
+    ):
         assert summary[column].notna().all() and (summary[column] >= 0).all(), column
     folds = pd.read_csv(project / "results/folds.csv")
     assert len(folds) == k * len(methods)
@@ -160,12 +179,14 @@ print("JOBS-JSON " + json.dumps(jobs, default=str))
 """
 
 
-def snakemake_jobs(project: Path, cores: int = 64, attempt: int = 1,
-                   targets: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def snakemake_jobs(
+    project: Path, cores: int = 64, attempt: int = 1, targets: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
     """Every job of `snakemake --forceall [targets]` in `project` (rule, wildcards, input, output, log, params,
     shellcmd...), with resources as they are on try number `attempt` (1: the first submission, 2: the first retry)."""
-    proc = run([sys.executable, "-c", _SNAKEMAKE_JOBS, str(project), str(cores), str(attempt), *targets], project,
-               timeout=300)
+    proc = run(
+        [sys.executable, "-c", _SNAKEMAKE_JOBS, str(project), str(cores), str(attempt), *targets], project, timeout=300
+    )
     line = next(line for line in proc.stdout.splitlines() if line.startswith("JOBS-JSON "))
     return json.loads(line.removeprefix("JOBS-JSON "))
 
@@ -183,18 +204,20 @@ def dvc_stages(project: Path) -> list[dict[str, Any]]:
         for stage in (s for s in repo.index.stages if isinstance(s, PipelineStage)):
             base, _, key = stage.name.partition("@")
             axes = list(raw[base].get("matrix", {}))
-            stages.append({
-                "name": stage.name,
-                "stage": base,
-                "matrix": dict(zip(axes, key.split("-", len(axes) - 1))) if key else {},
-                "cmd": stage.cmd,
-                "deps": [d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)],
-                "params": [k for d in stage.deps if isinstance(d, ParamsDependency) for k in d.params],
-                "params_files": [d.def_path for d in stage.deps if isinstance(d, ParamsDependency)],
-                "outs": [o.def_path for o in stage.outs],
-                "uncached": [o.def_path for o in stage.outs if not o.use_cache],
-                "plots": [o.def_path for o in stage.outs if o.plot],
-            })
+            stages.append(
+                {
+                    "name": stage.name,
+                    "stage": base,
+                    "matrix": dict(zip(axes, key.split("-", len(axes) - 1))) if key else {},
+                    "cmd": stage.cmd,
+                    "deps": [d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)],
+                    "params": [k for d in stage.deps if isinstance(d, ParamsDependency) for k in d.params],
+                    "params_files": [d.def_path for d in stage.deps if isinstance(d, ParamsDependency)],
+                    "outs": [o.def_path for o in stage.outs],
+                    "uncached": [o.def_path for o in stage.outs if not o.use_cache],
+                    "plots": [o.def_path for o in stage.outs if o.plot],
+                }
+            )
     return stages
 
 
@@ -219,6 +242,7 @@ ALL_METHODS = ["full", "adapter", "lora", "frozen", "scratch"]
 def prepare_data(params: Path, data: Path) -> None:
     """The data stages on params.yaml's corpus into `data`: import, resample, normalise, folds, speed copies
     (corpus.csv, resampled/, utterances.csv, folds/, speed/ and the rejects files)."""
+
     def data_stage(*args: str) -> None:
         from asrflow import cli
 
@@ -226,8 +250,15 @@ def prepare_data(params: Path, data: Path) -> None:
 
     data_stage("import", "--out", f"{data}/corpus.csv", "--rejects", f"{data}/import_rejects.csv")
     data_stage("resample", "--in", f"{data}/corpus.csv", "--out", f"{data}/resampled")
-    data_stage("normalize", "--in", f"{data}/resampled/manifest.csv", "--out", f"{data}/utterances.csv",
-               "--rejects", f"{data}/normalize_rejects.csv")
+    data_stage(
+        "normalize",
+        "--in",
+        f"{data}/resampled/manifest.csv",
+        "--out",
+        f"{data}/utterances.csv",
+        "--rejects",
+        f"{data}/normalize_rejects.csv",
+    )
     data_stage("split", "--in", f"{data}/utterances.csv", "--out", f"{data}/folds")
     data_stage("augment", "--in", f"{data}/utterances.csv", "--out", f"{data}/speed")
 
@@ -252,21 +283,65 @@ def tiny_run(tmp_path_factory, monkeypatch_session) -> Path:
     stage(project, "demo", "--target", "data/raw/demo", "--source", "data/raw/demo-source")
     stage(project, "import", "--out", "data/interim/corpus.csv", "--rejects", "data/interim/import_rejects.csv")
     stage(project, "resample", "--in", "data/interim/corpus.csv", "--out", "data/interim/resampled")
-    stage(project, "normalize", "--in", "data/interim/resampled/manifest.csv", "--out", "data/processed/utts.csv",
-          "--rejects", "data/processed/normalize_rejects.csv")
+    stage(
+        project,
+        "normalize",
+        "--in",
+        "data/interim/resampled/manifest.csv",
+        "--out",
+        "data/processed/utts.csv",
+        "--rejects",
+        "data/processed/normalize_rejects.csv",
+    )
     stage(project, "split", "--in", "data/processed/utts.csv", "--out", "data/processed/folds")
     stage(project, "augment", "--in", "data/processed/utts.csv", "--out", "data/processed/speed")
     stage(project, "pretrain", "--source", "data/raw/demo-source", "--out", "data/models/base")
     for fold in read_params(project)["folds"]["ids"]:
-        stage(project, "lm", "--train", f"data/processed/folds/fold{fold}/train.csv",
-              "--out", f"data/processed/lm/fold{fold}")
+        stage(
+            project,
+            "lm",
+            "--train",
+            f"data/processed/folds/fold{fold}/train.csv",
+            "--out",
+            f"data/processed/lm/fold{fold}",
+        )
     for method in ALL_METHODS:
-        stage(project, "train", "--fold", "0", "--method", method, "--folds", "data/processed/folds", "--speed",
-              "data/processed/speed", "--base", "data/models/base", "--out", f"models/{method}",
-              "--curve", f"curves/{method}.csv")
-        stage(project, "evaluate", "--fold", "0", "--method", method, "--folds", "data/processed/folds",
-              "--model", f"models/{method}", "--out", f"metrics/{method}", "--publish", f"published/{method}",
-              "--lm", "data/processed/lm/fold0")
+        stage(
+            project,
+            "train",
+            "--fold",
+            "0",
+            "--method",
+            method,
+            "--folds",
+            "data/processed/folds",
+            "--speed",
+            "data/processed/speed",
+            "--base",
+            "data/models/base",
+            "--out",
+            f"models/{method}",
+            "--curve",
+            f"curves/{method}.csv",
+        )
+        stage(
+            project,
+            "evaluate",
+            "--fold",
+            "0",
+            "--method",
+            method,
+            "--folds",
+            "data/processed/folds",
+            "--model",
+            f"models/{method}",
+            "--out",
+            f"metrics/{method}",
+            "--publish",
+            f"published/{method}",
+            "--lm",
+            "data/processed/lm/fold0",
+        )
     return project
 
 

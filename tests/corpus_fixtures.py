@@ -38,8 +38,12 @@ class Row:
 def _csv(path: Path, rows: list[list[str]], delimiter: str = ",") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, delimiter=delimiter, lineterminator="\n",
-                           quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+        writer = csv.writer(
+            handle,
+            delimiter=delimiter,
+            lineterminator="\n",
+            quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL,
+        )
         writer.writerows(rows)
 
 
@@ -80,8 +84,10 @@ def long_recordings(rows: list[Row]) -> dict[str, tuple[np.ndarray, int, list[tu
         start = sum(len(p) for p in parts) / rate + GAP_SECONDS
         parts += [np.zeros(int(GAP_SECONDS * rate), np.float32), row.samples]
         times.append((row, round(start, 3), round(start + len(row.samples) / rate, 3)))
-    return {s: (np.concatenate([*parts, np.zeros(int(GAP_SECONDS * rate), np.float32)]), rate, times)
-            for s, (parts, rate, times) in joined.items()}
+    return {
+        s: (np.concatenate([*parts, np.zeros(int(GAP_SECONDS * rate), np.float32)]), rate, times)
+        for s, (parts, rate, times) in joined.items()
+    }
 
 
 def kaldi(root: Path, rows: list[Row], segmented: bool = True) -> dict:
@@ -117,8 +123,9 @@ def elan(root: Path, rows: list[Row], tier: str = "transcription", mapped: tuple
         for row, start, end in times:
             eaf.add_annotation(tier, int(start * 1000), int(end * 1000), row.text)
         linked = next((row.path for row, _, _ in times if row.path), None)
-        eaf.add_linked_file(f"file:///elsewhere/{speaker}.wav", relpath=linked or f"./{speaker}.wav",
-                            mimetype="audio/x-wav")
+        eaf.add_linked_file(
+            f"file:///elsewhere/{speaker}.wav", relpath=linked or f"./{speaker}.wav", mimetype="audio/x-wav"
+        )
         eaf.remove_tier("default")
         eaf.to_file(str(root / f"{speaker}.eaf"))
         if linked is None:
@@ -133,5 +140,8 @@ def elan(root: Path, rows: list[Row], tier: str = "transcription", mapped: tuple
 
 
 WRITERS: dict[str, Callable[[Path, list[Row]], dict]] = {
-    "audiofolder": audiofolder, "commonvoice": commonvoice, "kaldi": kaldi, "elan": elan,
+    "audiofolder": audiofolder,
+    "commonvoice": commonvoice,
+    "kaldi": kaldi,
+    "elan": elan,
 }

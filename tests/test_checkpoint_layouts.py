@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from checkpoint_layouts import INFO, LAYOUTS, LIBRISPEECH_LETTERS, MMS_LETTERS, SAMPLING_RATE, build, letter_vocab
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, AutoProcessor, Wav2Vec2ForCTC
-
-from checkpoint_layouts import INFO, LAYOUTS, LIBRISPEECH_LETTERS, MMS_LETTERS, SAMPLING_RATE, build, letter_vocab
 
 TOKENIZER_FILES = {"vocab.json", "tokenizer_config.json", "special_tokens_map.json"}
 # What a pre-training checkpoint holds that a CTC model has no place for (loading reports them "unexpected").
@@ -76,8 +75,14 @@ def test_loads_offline_into_ctc_and_runs(layout: tuple[str, Path]) -> None:
     info = INFO[name]
     assert AutoConfig.from_pretrained(model_dir, **OFFLINE).model_type == info["family"]
     extractor = AutoFeatureExtractor.from_pretrained(model_dir, **OFFLINE)
-    model, loading = AutoModelForCTC.from_pretrained(model_dir, vocab_size=10, ignore_mismatched_sizes=True,
-                                                     use_safetensors=True, output_loading_info=True, **OFFLINE)
+    model, loading = AutoModelForCTC.from_pretrained(
+        model_dir,
+        vocab_size=10,
+        ignore_mismatched_sizes=True,
+        use_safetensors=True,
+        output_loading_info=True,
+        **OFFLINE,
+    )
     # Only the head is new: everything else, legacy weight-norm names and unprefixed bare encoders included, loads.
     assert loading["missing_keys"] == (HEAD_KEYS if info["pretraining_only"] else set())
     assert all(key.startswith(PRETRAINING_ONLY_PREFIXES) for key in loading["unexpected_keys"])
@@ -104,8 +109,10 @@ def test_mms_default_is_english_and_languages_differ(mms: Path) -> None:
     assert model.config.vocab_size == len(letter_vocab(MMS_LETTERS["eng"]))
     assert all(torch.equal(english[k], p) for k, p in model._get_adapters().items())
     french = load_file(mms / "adapter.fra.safetensors")
-    assert not torch.equal(english["wav2vec2.encoder.layers.0.adapter_layer.linear_1.weight"],
-                           french["wav2vec2.encoder.layers.0.adapter_layer.linear_1.weight"])
+    assert not torch.equal(
+        english["wav2vec2.encoder.layers.0.adapter_layer.linear_1.weight"],
+        french["wav2vec2.encoder.layers.0.adapter_layer.linear_1.weight"],
+    )
 
 
 def test_mms_processor_reads_the_nested_vocabulary(mms: Path) -> None:

@@ -13,16 +13,15 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from checkpoint_layouts import INFO, build
+from conftest import ROOT, prepare_data, tiny_params
 from safetensors.torch import load_file, save_file
 
-from asrflow import cli, memory, methods
+from asrflow import cli, config, memory, methods
 from asrflow.checkpoint import DESCRIPTION, BaseError, describe, open_base
 from asrflow.features import CACHE_ENV, cache_dir, conv_encoder_tensor
 from asrflow.io import read_json, write_json
 from asrflow.methods.frozen import frozen_part
-
-from checkpoint_layouts import INFO, build
-from conftest import ROOT, prepare_data, tiny_params
 
 K = 2
 ALL = ["full", "adapter", "lora", "frozen", "scratch"]
@@ -59,8 +58,9 @@ def layout_project(corpus: Path, tmp_path: Path, layout: str, **model: str) -> P
     params["methods"] = can_take(layout)
     params["decode"]["beam"] = False  # LM decoding is the same code for every layout (tests/test_decode.py)
     # WavLM's and Wav2Vec2-BERT's layers cannot run on cached hidden states: the head trains on the encoder output.
-    params["train"]["frozen"]["train_top_layers"] = 1 if INFO[layout]["family"] in ("wav2vec2", "hubert",
-                                                                                      "data2vec-audio") else 0
+    params["train"]["frozen"]["train_top_layers"] = (
+        1 if INFO[layout]["family"] in ("wav2vec2", "hubert", "data2vec-audio") else 0
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     (tmp_path / "data").symlink_to(corpus / "data")
     return tmp_path
@@ -73,12 +73,42 @@ def run_grid(project: Path, method_names: list[str]) -> None:
         stage(project, "lm", "--train", f"{data}/folds/fold{fold}/train.csv", "--out", f"{project}/lm/fold{fold}")
         for method in method_names:
             model = f"{project}/checkpoints/{method}/fold{fold}"
-            stage(project, "train", "--fold", fold, "--method", method, "--folds", f"{data}/folds", "--speed",
-                  f"{data}/speed", "--base", f"{project}/base", "--out", model,
-                  "--curve", f"{results}/curves/{method}-fold{fold}.csv")
-            stage(project, "evaluate", "--fold", fold, "--method", method, "--folds", f"{data}/folds", "--model",
-                  model, "--out", f"{results}/metrics/{method}/fold{fold}",
-                  "--publish", f"{results}/models/{method}/fold{fold}", "--lm", f"{project}/lm/fold{fold}")
+            stage(
+                project,
+                "train",
+                "--fold",
+                fold,
+                "--method",
+                method,
+                "--folds",
+                f"{data}/folds",
+                "--speed",
+                f"{data}/speed",
+                "--base",
+                f"{project}/base",
+                "--out",
+                model,
+                "--curve",
+                f"{results}/curves/{method}-fold{fold}.csv",
+            )
+            stage(
+                project,
+                "evaluate",
+                "--fold",
+                fold,
+                "--method",
+                method,
+                "--folds",
+                f"{data}/folds",
+                "--model",
+                model,
+                "--out",
+                f"{results}/metrics/{method}/fold{fold}",
+                "--publish",
+                f"{results}/models/{method}/fold{fold}",
+                "--lm",
+                f"{project}/lm/fold{fold}",
+            )
     stage(project, "report", "--metrics", f"{results}/metrics", "--out", str(results))
 
 
@@ -88,18 +118,31 @@ def release_and_transcribe(project: Path, method: str) -> list[str]:
     params["release"]["method"] = method
     (project / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     data, results, out = project / "data", project / "results", project / f"release-{method}"
-    stage(project, "release", "--summary", f"{results}/summary.csv", "--folds-table", f"{results}/folds.csv",
-          "--utterances", f"{data}/utterances.csv", "--speed", f"{data}/speed", "--base", f"{project}/base",
-          "--out", str(out))
+    stage(
+        project,
+        "release",
+        "--summary",
+        f"{results}/summary.csv",
+        "--folds-table",
+        f"{results}/folds.csv",
+        "--utterances",
+        f"{data}/utterances.csv",
+        "--speed",
+        f"{data}/speed",
+        "--base",
+        f"{project}/base",
+        "--out",
+        str(out),
+    )
     recordings = sorted((data / "resampled").rglob("*.wav"))[:2]
-    stage(project, "transcribe", "--model", str(out), *map(str, recordings), "--out", f"{project}/tx-{method}",
-          "--eaf")
+    stage(project, "transcribe", "--model", str(out), *map(str, recordings), "--out", f"{project}/tx-{method}", "--eaf")
     return [(project / f"tx-{method}" / f"{r.stem}.txt").read_text(encoding="utf-8") for r in recordings]
 
 
 @pytest.mark.parametrize("layout", list(INFO))
 def test_every_method_a_layout_takes_runs_to_a_summary_release_and_transcript(
-        corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str
+) -> None:
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     project = layout_project(corpus, tmp_path, layout)
     method_names = can_take(layout)
@@ -133,15 +176,37 @@ def test_a_method_a_base_cannot_take_stops_before_training(corpus: Path, tmp_pat
     assert str(base.directory) in message and "adapter_attn_dim is unset" in message
     assert "Methods that can: full, lora, frozen, scratch" in message
     # and the train stage says so before loading anything
-    assert cli.main(["train", "--fold", "0", "--method", "adapter", "--folds", f"{project}/data/folds", "--speed",
-                     f"{project}/data/speed", "--base", f"{project}/base", "--out", f"{project}/m", "--curve",
-                     f"{project}/c.csv", "--params", str(project / "params.yaml")]) != 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--fold",
+                "0",
+                "--method",
+                "adapter",
+                "--folds",
+                f"{project}/data/folds",
+                "--speed",
+                f"{project}/data/speed",
+                "--base",
+                f"{project}/base",
+                "--out",
+                f"{project}/m",
+                "--curve",
+                f"{project}/c.csv",
+                "--params",
+                str(project / "params.yaml"),
+            ]
+        )
+        != 0
+    )
     assert not (project / "m").exists()
 
 
 @pytest.mark.parametrize("layout", ["wavlm-base-plus", "w2v-bert-2.0"])
-def test_frozen_top_layers_are_refused_where_layers_need_position_terms(corpus: Path, tmp_path: Path,
-                                                                        layout: str) -> None:
+def test_frozen_top_layers_are_refused_where_layers_need_position_terms(
+    corpus: Path, tmp_path: Path, layout: str
+) -> None:
     project = layout_project(corpus, tmp_path, layout)
     stage(project, "pretrain", "--source", "unused", "--out", f"{project}/base")
     with pytest.raises(methods.MethodUnavailable, match=r"train_top_layers: 0"):
@@ -173,7 +238,9 @@ VOCAB = {"<pad>": 0, "<unk>": 1, "|": 2, "a": 3, "k": 4, "ŋ": 5, "t": 6}
 
 def prepared_head(base_dir: Path, language: str, warm_language: str | None = None) -> torch.Tensor:
     write_json(base_dir / DESCRIPTION, {"path": None, **describe(base_dir)})
-    model = methods.get("full").prepare(open_base(base_dir), VOCAB, {}, {}, language, warm_language)
+    model = methods.get("full").prepare(
+        open_base(base_dir), VOCAB, {}, config.defaults("train.full"), language, warm_language
+    )
     return model.lm_head.weight.detach()
 
 
@@ -196,8 +263,9 @@ def test_head_warm_start_from_a_nested_mms_vocabulary_uses_the_languages_adapter
     swh_vocab = read_json(base / "vocab.json")["swh"]
     head = prepared_head(base, "swh")
     assert torch.equal(head[VOCAB["k"]], swh["lm_head.weight"][swh_vocab["k"]])
-    assert torch.equal(prepared_head(base, "xx", "swh")[VOCAB["t"]], swh["lm_head.weight"][swh_vocab["t"]]), \
+    assert torch.equal(prepared_head(base, "xx", "swh")[VOCAB["t"]], swh["lm_head.weight"][swh_vocab["t"]]), (
         "model.base_language names the entry when the corpus language is not one of the base's"
+    )
     fresh = prepared_head(base, "xx")
     assert not any(torch.equal(fresh[VOCAB["k"]], row) for row in swh["lm_head.weight"])
 
@@ -214,6 +282,7 @@ def test_adapter_method_starts_from_the_warm_languages_adapter(tmp_path: Path) -
 
 # --- feature caches follow the weights the cached part uses --------------------------------------------------------
 
+
 def test_cache_keys_follow_only_the_tensors_each_cut_reads(tmp_path: Path) -> None:
     base_dir = build("mms-1b-all", tmp_path / "base")
     for adapter in base_dir.glob("adapter.*.safetensors"):
@@ -223,9 +292,11 @@ def test_cache_keys_follow_only_the_tensors_each_cut_reads(tmp_path: Path) -> No
     def keys() -> tuple[str, str, str]:
         write_json(base_dir / DESCRIPTION, {"path": None, **describe(base_dir)})
         described = open_base(base_dir)
-        return (cache_dir(described, "conv", conv_encoder_tensor).name,
-                cache_dir(described, "top1", frozen_part(1, layers, True)).name,
-                cache_dir(described, "top0", frozen_part(0, layers, True)).name)
+        return (
+            cache_dir(described, "conv", conv_encoder_tensor).name,
+            cache_dir(described, "top1", frozen_part(1, layers, True)).name,
+            cache_dir(described, "top0", frozen_part(0, layers, True)).name,
+        )
 
     def change(name: str) -> None:
         weights = load_file(str(base_dir / "model.safetensors"))
@@ -256,19 +327,36 @@ def test_a_local_base_is_described_once_and_not_copied(tmp_path: Path, monkeypat
 
 # --- the memory plan stage ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("budget_gb,fits", [(80, True), (0.01, False)])
-def test_the_plan_stage_judges_the_budget_and_stops_saying_what_to_change(tmp_path: Path, budget_gb: float,
-                                                                           fits: bool) -> None:
+def test_the_plan_stage_judges_the_budget_and_stops_saying_what_to_change(
+    tmp_path: Path, budget_gb: float, fits: bool
+) -> None:
     base = build("mms-1b-all", tmp_path / "checkpoint")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["model"]["base"] = str(base)
     params["resources"]["gpu_memory_gb"] = budget_gb
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     stage(tmp_path, "pretrain", "--source", "unused", "--out", f"{tmp_path}/base")
-    rc = cli.main(["plan", "--method", "full", "--base", f"{tmp_path}/base", "--out", f"{tmp_path}/plan.json",
-                   "--params", str(tmp_path / "params.yaml"), "--threads", "1"])
+    rc = cli.main(
+        [
+            "plan",
+            "--method",
+            "full",
+            "--base",
+            f"{tmp_path}/base",
+            "--out",
+            f"{tmp_path}/plan.json",
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--threads",
+            "1",
+        ]
+    )
     plan = read_json(tmp_path / "plan.json")
-    assert (rc == 0) is fits and plan["fits"] is fits and plan["budget_bytes"] == int(budget_gb * 1024 ** 3 * memory.USABLE)
+    assert (
+        (rc == 0) is fits and plan["fits"] is fits and plan["budget_bytes"] == int(budget_gb * 1024**3 * memory.USABLE)
+    )
     assert plan["peak_bytes"] >= plan["weights"] + plan["optimizer"] > 0
     if not fits:
         assert "train.precision: bf16" in plan["message"] and "train.gradient_checkpointing: true" in plan["message"]

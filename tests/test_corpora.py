@@ -13,16 +13,15 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import yaml
+from conftest import ROOT, prepare_data, tiny_params
+from corpus_fixtures import WRITERS, Row, tone
 from pympi.Elan import Eaf
 
 from asrflow import cli
-from asrflow.corpus import import_corpus
-from asrflow.features import CACHE_ENV
-from asrflow.manifest import ManifestError, Rejects, read_manifest, read_rejects
 from asrflow.checkpoint import open_base
-
-from conftest import ROOT, prepare_data, tiny_params
-from corpus_fixtures import WRITERS, Row, tone
+from asrflow.features import CACHE_ENV
+from asrflow.import_ import import_corpus
+from asrflow.manifest import ManifestError, Rejects, read_manifest, read_rejects
 
 
 def stage(params: Path, *args: str) -> None:
@@ -50,19 +49,29 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Row], Path]:
 # Each writes `rows` plus planted bad rows in its format; returns the importer settings, how many rows the corpus
 # states, and the reason each planted row must be rejected with.
 
+
 def commonvoice(root: Path, rows: list[Row]) -> tuple[dict, int, list[str]]:
-    bad = [Row("lost", rows[0].speaker, "ta", audio=False), Row("blank", rows[1].speaker, " "),
-           Row("again", rows[2].speaker, "ka", path=f"{rows[3].utt}.mp3")]
-    return WRITERS["commonvoice"](root, rows + bad), len(rows) + 3, [
-        "audio file clips/lost.mp3 not found", "empty transcript", f"duplicate utterance id '{rows[3].utt}'"]
+    bad = [
+        Row("lost", rows[0].speaker, "ta", audio=False),
+        Row("blank", rows[1].speaker, " "),
+        Row("again", rows[2].speaker, "ka", path=f"{rows[3].utt}.mp3"),
+    ]
+    return (
+        WRITERS["commonvoice"](root, rows + bad),
+        len(rows) + 3,
+        ["audio file clips/lost.mp3 not found", "empty transcript", f"duplicate utterance id '{rows[3].utt}'"],
+    )
 
 
 def kaldi(root: Path, rows: list[Row]) -> tuple[dict, int, list[str]]:
     settings = WRITERS["kaldi"](root, rows + [Row("blank", rows[0].speaker, "")])
     with (root / "text").open("a", encoding="utf-8") as text:
         text.write(f"stray ta ka\n{rows[1].utt} a second line for one id\n")
-    return settings, len(rows) + 3, ["empty transcript", "no line in segments",
-                                     f"duplicate utterance id '{rows[1].utt}'"]
+    return (
+        settings,
+        len(rows) + 3,
+        ["empty transcript", "no line in segments", f"duplicate utterance id '{rows[1].utt}'"],
+    )
 
 
 def elan(root: Path, rows: list[Row]) -> tuple[dict, int, list[str]]:
@@ -81,21 +90,63 @@ def run_pipeline(project: Path, params: Path) -> None:
     stage(params, "pretrain", "--source", f"{data}/unused", "--out", f"{data}/base")
     for fold in ("0", "1"):
         stage(params, "lm", "--train", f"{data}/folds/fold{fold}/train.csv", "--out", f"{data}/lm/fold{fold}")
-        stage(params, "train", "--fold", fold, "--method", "full", "--folds", f"{data}/folds", "--speed",
-              f"{data}/speed", "--base", f"{data}/base", "--out", f"{data}/models/fold{fold}",
-              "--curve", f"{project}/results/curves/full-fold{fold}.csv")
-        stage(params, "evaluate", "--fold", fold, "--method", "full", "--folds", f"{data}/folds", "--model",
-              f"{data}/models/fold{fold}", "--out", f"{project}/results/metrics/full/fold{fold}",
-              "--publish", f"{project}/results/models/full/fold{fold}", "--lm", f"{data}/lm/fold{fold}")
+        stage(
+            params,
+            "train",
+            "--fold",
+            fold,
+            "--method",
+            "full",
+            "--folds",
+            f"{data}/folds",
+            "--speed",
+            f"{data}/speed",
+            "--base",
+            f"{data}/base",
+            "--out",
+            f"{data}/models/fold{fold}",
+            "--curve",
+            f"{project}/results/curves/full-fold{fold}.csv",
+        )
+        stage(
+            params,
+            "evaluate",
+            "--fold",
+            fold,
+            "--method",
+            "full",
+            "--folds",
+            f"{data}/folds",
+            "--model",
+            f"{data}/models/fold{fold}",
+            "--out",
+            f"{project}/results/metrics/full/fold{fold}",
+            "--publish",
+            f"{project}/results/models/full/fold{fold}",
+            "--lm",
+            f"{data}/lm/fold{fold}",
+        )
     stage(params, "report", "--metrics", f"{project}/results/metrics", "--out", f"{project}/results")
-    stage(params, "data_report", "--in", f"{data}/utterances.csv", "--folds", f"{data}/folds", "--rejects",
-          f"{data}/import_rejects.csv", f"{data}/resampled/rejects.csv", f"{data}/normalize_rejects.csv",
-          "--out", f"{project}/results")
+    stage(
+        params,
+        "data_report",
+        "--in",
+        f"{data}/utterances.csv",
+        "--folds",
+        f"{data}/folds",
+        "--rejects",
+        f"{data}/import_rejects.csv",
+        f"{data}/resampled/rejects.csv",
+        f"{data}/normalize_rejects.csv",
+        "--out",
+        f"{project}/results",
+    )
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
-def test_format_runs_through_the_pipeline_losing_nothing(tmp_path: Path, demo: tuple[list[Row], Path],
-                                                         monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
+def test_format_runs_through_the_pipeline_losing_nothing(
+    tmp_path: Path, demo: tuple[list[Row], Path], monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
     rows, base = demo
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -113,10 +164,11 @@ def test_format_runs_through_the_pipeline_losing_nothing(tmp_path: Path, demo: t
 
     data = tmp_path / "data"
     imported, import_rejects = read_manifest(data / "corpus.csv"), read_rejects(data / "import_rejects.csv")
-    resampled, resample_rejects = read_manifest(data / "resampled/manifest.csv"), read_rejects(
-        data / "resampled/rejects.csv")
-    normalised, normalize_rejects = read_manifest(data / "utterances.csv"), read_rejects(
-        data / "normalize_rejects.csv")
+    resampled, resample_rejects = (
+        read_manifest(data / "resampled/manifest.csv"),
+        read_rejects(data / "resampled/rejects.csv"),
+    )
+    normalised, normalize_rejects = read_manifest(data / "utterances.csv"), read_rejects(data / "normalize_rejects.csv")
     unmatched = [r.reason for r in import_rejects + resample_rejects + normalize_rejects]
     for reason in planted:  # each planted row rejected once, with its reason; nothing else rejected
         [hit] = [r for r in unmatched if r.startswith(reason)]
@@ -152,8 +204,9 @@ def test_elan_tiers_per_speaker_media_in_a_sibling_folder_and_time_origin(tmp_pa
         eaf.add_tier(tier, part=speaker)
     eaf.add_annotation("tx@A", 0, 1000, "ta")
     eaf.add_annotation("tx@B", 1500, 2500, "ka")
-    eaf.add_linked_file("file:///C:/fieldwork/session.wav", relpath="../media/session.wav", mimetype="audio/x-wav",
-                        time_origin=500)
+    eaf.add_linked_file(
+        "file:///C:/fieldwork/session.wav", relpath="../media/session.wav", mimetype="audio/x-wav", time_origin=500
+    )
     (tmp_path / "eaf").mkdir()
     eaf.to_file(str(tmp_path / "eaf/session.eaf"))
     (tmp_path / "who.csv").write_text("eaf_file,tier,speaker\neaf/session.eaf,tx@B,bakari\n", encoding="utf-8")
@@ -163,12 +216,20 @@ def test_elan_tiers_per_speaker_media_in_a_sibling_folder_and_time_origin(tmp_pa
 
     utts = elan(tier=["tx@A", "tx@B"], speakers="who.csv")
     assert [(u.utt_id, u.speaker, u.text, u.start, u.end) for u in utts] == [
-        ("eaf_session_tx_A_0", "amina", "ta", 0.5, 1.5), ("eaf_session_tx_B_1500", "bakari", "ka", 2.0, 3.0)]
+        ("eaf_session_tx_A_0", "amina", "ta", 0.5, 1.5),
+        ("eaf_session_tx_B_1500", "bakari", "ka", 2.0, 3.0),
+    ]
     assert {u.audio for u in utts} == {str(tmp_path / "media/session.wav")}
     assert utts[0].origin == "eaf/session.eaf:tx@A:0-1000ms"
-    with pytest.raises(ManifestError, match=r"session\.eaf: tier 'tx@B' has no PARTICIPANT and corpus\.elan\.speakers "
-                                            r"has no row for it"):
+    with pytest.raises(
+        ManifestError,
+        match=r"session\.eaf: tier 'tx@B' has no PARTICIPANT and corpus\.elan\.speakers "
+        r"has no row for it",
+    ):
         elan(tier="tx@B", speakers=None)
-    with pytest.raises(ManifestError, match=r"session\.eaf: no tier \['words'\]; its tiers are \['default', 'tx@A', "
-                                            r"'tx@B'\]: set corpus\.elan\.tier"):
+    with pytest.raises(
+        ManifestError,
+        match=r"session\.eaf: no tier \['words'\]; its tiers are \['default', 'tx@A', "
+        r"'tx@B'\]: set corpus\.elan\.tier",
+    ):
         elan(tier="words", speakers=None)

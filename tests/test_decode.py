@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import ROOT, read_params, stage, write_params
 
 from asrflow import config
 from asrflow.decode import beam_decode, decoder_labels, greedy_transcripts, lm_decoder, tune
 from asrflow.io import read_json
-from asrflow.lm import ARPA_FILE, BINARY_FILE, INFO_FILE, TEXT_FILE, LMError, kenlm_tool
+from asrflow.lm import kenlm_tool
 from asrflow.manifest import Utterance, read_manifest, write_manifest
 from asrflow.model import make_processor
-
-from conftest import ROOT, read_params, stage, write_params
+from asrflow.ngram import ARPA_FILE, BINARY_FILE, INFO_FILE, TEXT_FILE, LMError
 
 # Ids deliberately not in character order: a decoder whose labels were sorted or rebuilt would misread every id.
 VOCAB = {"<pad>": 0, "<unk>": 1, "|": 2, "t": 3, "a": 4, "ŋ": 5, "k": 6, "i": 7}
@@ -28,8 +28,9 @@ TEST = ["tiki kaŋa"]  # words no training or dev sentence has
 
 
 def manifest(path: Path, speaker: str, texts: list[str]) -> Path:
-    write_manifest(path, [Utterance(f"{speaker}-{i}", f"{speaker}-{i}.wav", speaker, text)
-                          for i, text in enumerate(texts)])
+    write_manifest(
+        path, [Utterance(f"{speaker}-{i}", f"{speaker}-{i}.wav", speaker, text) for i, text in enumerate(texts)]
+    )
     return path
 
 
@@ -74,8 +75,9 @@ def test_lm_sees_only_training_text(fold: Path, tmp_path: Path) -> None:
     lm_dir = tmp_path / "lm"
     assert sorted(p.name for p in lm_dir.iterdir()) == sorted([TEXT_FILE, ARPA_FILE, BINARY_FILE, INFO_FILE])
     train_words = {w for s in TRAIN for w in s.split()}
-    held_out = {w for u in read_manifest(fold / "test.csv") + read_manifest(fold / "dev.csv")
-                for w in u.text.split()} - train_words
+    held_out = {
+        w for u in read_manifest(fold / "test.csv") + read_manifest(fold / "dev.csv") for w in u.text.split()
+    } - train_words
     assert held_out >= {"tiki", "kaŋa", "dev", "only", "words"}
     assert arpa_unigrams(lm_dir / ARPA_FILE) == train_words | {"<s>", "</s>", "<unk>"}
     assert (lm_dir / TEXT_FILE).read_text(encoding="utf-8").splitlines() == TRAIN
@@ -175,9 +177,24 @@ def test_beam_off_evaluates_greedily_only(tiny_run: Path, tmp_path: Path) -> Non
     values = read_params(tiny_run)
     values["decode"]["beam"] = False
     write_params(tmp_path, values)
-    stage(tmp_path, "evaluate", "--fold", "0", "--method", "frozen", "--folds", "data/processed/folds", "--model",
-          "models/frozen", "--out", str(tmp_path / "metrics"), "--publish", str(tmp_path / "published"),
-          "--lm", str(tmp_path / "no-lm-needed"))
+    stage(
+        tmp_path,
+        "evaluate",
+        "--fold",
+        "0",
+        "--method",
+        "frozen",
+        "--folds",
+        "data/processed/folds",
+        "--model",
+        "models/frozen",
+        "--out",
+        str(tmp_path / "metrics"),
+        "--publish",
+        str(tmp_path / "published"),
+        "--lm",
+        str(tmp_path / "no-lm-needed"),
+    )
     assert not [key for key in read_json(tmp_path / "metrics/metrics.json") if "lm" in key]
     hyps = pd.read_csv(tmp_path / "metrics/hypotheses.csv", keep_default_na=False)
     with_lm = pd.read_csv(tiny_run / "metrics/frozen/hypotheses.csv", keep_default_na=False)

@@ -15,8 +15,16 @@ import yaml
 from asrflow.corpus import demo
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"seed": 13, "language": "sw", "speakers": 3, "utterances_per_speaker": 4, "source_languages": ["fi", "et"],
-        "source_speakers": 1, "source_utterances_per_speaker": 3, "keep_stress": False}
+TINY = {
+    "seed": 13,
+    "language": "sw",
+    "speakers": 3,
+    "utterances_per_speaker": 4,
+    "source_languages": ["fi", "et"],
+    "source_speakers": 1,
+    "source_utterances_per_speaker": 3,
+    "keep_stress": False,
+}
 NOT_IN_TRANSCRIPTS = set('()ˈˌ"[]^\u200d\u200c') | set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 
 

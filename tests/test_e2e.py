@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import BIN, check_summary, copy_project, run, tiny_params
 
 pytestmark = pytest.mark.slow

@@ -7,26 +7,34 @@ fresh copy of the project under tmp_path, with no data, as on a new clone.
 
 from __future__ import annotations
 
-import ast
 import copy
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import (
+    BIN,
+    ROOT,
+    copy_project,
+    dvc_stages,
+    engine_env,
+    read_params,
+    run,
+    set_folds,
+    snakemake_jobs,
+    tiny_params,
+    write_params,
+)
 
-from asrflow import config
-from asrflow.cli import STAGE_MODULES
-from conftest import (BIN, ROOT, copy_project, dvc_stages, engine_env, read_params, run, set_folds, snakemake_jobs,
-                      tiny_params, write_params)
+from asrflow import config, stages
 
 GRID = ("fold", "method")  # the wildcards of Snakemake = the matrix axes of dvc.yaml
 TARGET_RULES = {"all", "default"}  # Snakemake's aggregate target: no command, no outputs; DVC has no counterpart
-# Plumbing left out of every stage's code deps on purpose (see workflow/rules/common.smk).
-NOT_CODE_DEPS = {"asrflow", "asrflow.config", "asrflow.io", "asrflow.cli", "asrflow.errors"}
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -35,22 +43,25 @@ def key(stage: str, grid: dict[str, Any]) -> Key:
     return stage, tuple(sorted((k, str(v)) for k, v in grid.items()))
 
 
-PER_FOLD = ("lm",)  # stages run once per fold (a one-axis matrix in dvc.yaml)
-PER_METHOD = ("plan",)  # stages run once per method of the grid
-# Stages only Snakemake has, outside its default target: the random search (DVC searches with its experiment queue).
-# tests/test_search.py checks their commands and code deps.
-SNAKEMAKE_ONLY = ("search",)
-
-
 def expected_jobs(params: dict[str, Any]) -> set[Key]:
-    """One job per stage, lm once per fold, train and evaluate once per fold × method, as params.yaml declares."""
-    single = {key(stage, {}) for stage in config.STAGE_PARAMS
-              if stage not in ("train", "evaluate", *PER_FOLD, *PER_METHOD, *SNAKEMAKE_ONLY)}
-    per_fold = {key(stage, {"fold": f}) for stage in PER_FOLD for f in params["folds"]["ids"]}
-    per_method = {key(stage, {"method": m}) for stage in PER_METHOD for m in params["methods"]}
-    grid = {key(stage, {"fold": f, "method": m}) for stage in ("train", "evaluate")
-            for f in params["folds"]["ids"] for m in params["methods"]}
-    return single | per_fold | per_method | grid
+    """One job per stage of the table that both engines run, per value of each of its grid axes in params.yaml."""
+    values = {"fold": params["folds"]["ids"], "method": params["methods"]}
+    jobs = set()
+    for stage in (s for s in stages.STAGES if s.dvc):
+        combinations: list[dict[str, Any]] = [{}]
+        for axis in stage.wildcards:
+            combinations = [{**c, axis: v} for c in combinations for v in values[axis]]
+        jobs |= {key(stage.name, c) for c in combinations}
+    return jobs
+
+
+def test_the_grid_is_what_the_issue_asks() -> None:
+    """Independently of the table's renderers: training and evaluation per fold × method, LMs per fold, memory
+    plans per method, everything else once; the search is Snakemake's only."""
+    axes = {s.name: s.wildcards for s in stages.STAGES}
+    assert axes["train"] == axes["evaluate"] == GRID and axes["lm"] == ("fold",) and axes["plan"] == ("method",)
+    assert {name for name, w in axes.items() if w} == {"train", "evaluate", "lm", "plan"}
+    assert [s.name for s in stages.STAGES if not s.dvc] == ["search"]
 
 
 def norm(path: str) -> str:
@@ -99,9 +110,8 @@ def test_both_engines_plan_the_same_jobs(plan: Plan) -> None:
     expected = expected_jobs(plan.params)
     assert set(plan.snakemake) == expected
     assert set(plan.dvc) == expected
-    plans = [f"data/models/plan/{m}.json" for m in plan.params["methods"]]
-    assert [t["input"] for t in plan.targets] == [["results/summary.csv", "results/data_report.md", "results/release",
-                                                   *plans]]
+    every_output = {norm(p) for job in plan.snakemake.values() for p in job["output"]}
+    assert [{norm(p) for p in t["input"]} for t in plan.targets] == [every_output]
     for stage in plan.dvc.values():
         assert set(stage["matrix"]) in (set(), {"fold"}, {"method"}, set(GRID))
 
@@ -119,8 +129,13 @@ def test_same_outputs(plan: Plan) -> None:
 
 def test_outputs_git_keeps_are_not_cached_and_curves_are_plots(plan: Plan) -> None:
     report = plan.dvc[key("report", {})]
-    assert set(report["uncached"]) == {"results/folds.csv", "results/summary.csv", "results/summary.md",
-                                       "results/summary.png", "results/summary.json"}
+    assert set(report["uncached"]) == {
+        "results/folds.csv",
+        "results/summary.csv",
+        "results/summary.md",
+        "results/summary.png",
+        "results/summary.json",
+    }
     assert report["plots"] == ["results/summary.png"]
     for job_key, stage in plan.dvc.items():
         if job_key[0] == "train":
@@ -163,7 +178,7 @@ def test_params_keys_are_exactly_stage_params(plan: Plan) -> None:
 
 def test_every_job_declares_resources_and_one_log(plan: Plan) -> None:
     threads = plan.params.get("resources", {}).get("threads", 1)
-    for (stage, grid), job in plan.snakemake.items():
+    for (stage, _), job in plan.snakemake.items():
         assert job["threads"] >= 1 and job["resources"]["mem_mb"] > 0 and job["resources"]["runtime"] > 0
         assert len(job["log"]) == 1 and job["log"][0].startswith("logs/")
         assert f"--log {job['log'][0]}" in job["shellcmd"]
@@ -173,64 +188,42 @@ def test_every_job_declares_resources_and_one_log(plan: Plan) -> None:
 
 # --- code deps really are the code each stage runs ----------------------------------------------------------------
 
-def _module_file(name: str) -> Path | None:
-    path = ROOT / "src" / Path(*name.split("."))
-    for candidate in (path / "__init__.py", path.with_suffix(".py")):
-        if candidate.is_file():
-            return candidate
-    return None
+_LOADED = """
+import importlib, sys
+importlib.import_module(sys.argv[1])
+print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] == "asrflow")))
+"""
 
 
-def _imports(name: str) -> set[str]:
-    """asrflow modules that module `name` imports (anywhere in it, lazy imports included)."""
-    file = _module_file(name)
-    package = name if file.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*parts, base] if base else parts)
-            found |= {base} | {f"{base}.{alias.name}" for alias in node.names}
-    return {m for m in found if m.split(".")[0] == "asrflow" and _module_file(m)}
+@pytest.mark.parametrize("stage", [s.name for s in stages.STAGES])
+def test_code_deps_hold_every_module_the_stage_loads(stage: str) -> None:
+    """An independent check of the import walk: every asrflow module Python loads with the stage's module is one of
+    its code deps (or plumbing), so an edit to it re-runs the stage. (The walk also finds lazy imports.)"""
+    module = stages.stage(stage).module_name
+    loaded = set(run([sys.executable, "-c", _LOADED, module], ROOT).stdout.split())
+    declared = {str(Path(p).relative_to(stages.SOURCE_DIR)) for p in stages.code_files(stage)}
+    files = {str(stages.module_file(m).relative_to(stages.PACKAGE_DIR)) for m in loaded - stages.NOT_CODE}
+    # A package's __init__ runs when a submodule is imported; its own code counts only if the stage uses a name of it.
+    files -= {f for f in files if f.endswith("__init__.py") and f not in declared}
+    assert files <= declared, f"{stage}: loads {sorted(files - declared)} but does not re-run when they change"
 
 
-def imported_code(module: str) -> set[str]:
-    """Source files of `module` and everything it imports from asrflow, transitively, minus the plumbing."""
-    seen, todo = set(), [module]
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo += _imports(name)
-    return {str(_module_file(m).relative_to(ROOT)) for m in seen - NOT_CODE_DEPS}
-
-
-@pytest.mark.parametrize("stage", [s for s in STAGE_MODULES if s not in SNAKEMAKE_ONLY])
-def test_code_deps_are_the_modules_the_stage_imports(plan: Plan, stage: str) -> None:
-    """Missing a module here means an edit to it would not re-run the stage: add it to both dvc.yaml and CODE."""
-    if _module_file(STAGE_MODULES[stage]) is None:
-        pytest.skip(f"{STAGE_MODULES[stage]} is not written yet")
-    declared = next(s["deps"] for (name, _), s in plan.dvc.items() if name == stage)
-    declared = [norm(p) for p in declared if is_code(p)]
-    needed = imported_code(STAGE_MODULES[stage])
-    covered = expand_code(ROOT, declared)
-    assert needed <= covered, f"{stage}: add {sorted(needed - covered)} to its code deps"
-    unused = [d for d in declared if not expand_code(ROOT, [d]) & needed]
-    assert not unused, f"{stage}: {unused} declared as code deps but never imported"
+def test_committed_dvc_yaml_is_the_tables() -> None:
+    """dvc.yaml is written by `asrflow dvc-yaml` from the stage table: an edit to either alone fails here."""
+    proc = subprocess.run(
+        [str(BIN / "asrflow"), "dvc-yaml", "--check"], cwd=ROOT, env=engine_env(), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 # --- the grid is declared once, in params.yaml --------------------------------------------------------------------
 
+
 def _method_variants() -> list[list[str]]:
     """Method lists params.yaml can hold: declared in the schema and configured under train.<method>."""
     params = read_params(ROOT)
-    schema = yaml.safe_load(config.SCHEMA_PATH.read_text(encoding="utf-8"))
-    allowed = [m for m in schema["properties"]["methods"]["items"]["enum"] if m in params["train"]]
-    return [allowed[:1], allowed] if len(allowed) > 1 else []
+    allowed = [m for m in config._schema()["properties"]["methods"]["items"]["enum"] if m in params["train"]]
+    return [allowed[:1], allowed]
 
 
 @pytest.mark.parametrize("change", ["k=2", "k=5", "methods"])
@@ -240,8 +233,6 @@ def test_changing_the_grid_changes_both_engines_alike(project: Path, change: str
         set_folds(params, int(change[2:]))
         variants = [params]
     else:
-        if not _method_variants():
-            pytest.skip("fewer than two methods are configurable yet (schema enum ∩ train.<method> sections)")
         variants = [{**copy.deepcopy(params), "methods": methods} for methods in _method_variants()]
     for variant in variants:
         write_params(project, variant)
@@ -259,6 +250,7 @@ def test_tiny_params_are_valid_and_plan_two_folds(project: Path) -> None:
 
 # --- the command lines a user types --------------------------------------------------------------------------------
 
+
 def test_cli_dry_run_and_dvc_dag_on_a_fresh_clone(project: Path) -> None:
     """A bare `snakemake -n` (the root Snakefile's default target) plans the whole pipeline; `dvc dag` works."""
     proc = run([str(BIN / "snakemake"), "-n"], project)
@@ -273,7 +265,6 @@ def test_invalid_params_stop_snakemake_with_the_validator_message(project: Path)
     params = read_params(project)
     params["folds"]["ids"] = [0, 1]  # k stays 3: the validator names the key
     (project / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    proc = subprocess.run([str(BIN / "snakemake"), "-n"], cwd=project, env=engine_env(), capture_output=True,
-                          text=True)
+    proc = subprocess.run([str(BIN / "snakemake"), "-n"], cwd=project, env=engine_env(), capture_output=True, text=True)
     assert proc.returncode != 0
     assert "folds.ids" in proc.stdout + proc.stderr

@@ -43,7 +43,8 @@ def test_tiny_cpu_run_reports_every_method_and_configuration(tmp_path: Path) -> 
         assert row["mfu"] == pytest.approx(row["model_flops_per_step"] / row["step_seconds"] / 1e12 / PEAK)
         assert 0 < row["trainable_params"] <= row["total_params"]
         assert row["projected_seconds"] == pytest.approx(
-            162_000 / row["audio_seconds_per_second"] + 3_240 * row["prepare_seconds_per_audio_second"])
+            162_000 / row["audio_seconds_per_second"] + 3_240 * row["prepare_seconds_per_audio_second"]
+        )
     for method in METHODS:
         plain, checkpointed = rows[(method, "bf16")], rows[(method, "bf16 + ckpt")]
         # Checkpointing recomputes forward passes: more FLOPs executed, the same model FLOPs (MFU's numerator).
@@ -57,19 +58,41 @@ def test_tiny_cpu_run_reports_every_method_and_configuration(tmp_path: Path) -> 
     assert projection["target_audio_seconds"] == 162_000 == 18 * 60 * 3 * 50
     assert projection["target_wall_seconds"] == 600 and projection["target_method"] == "adapter"
     assert set(projection["per_method"]) == set(METHODS)
-    assert all(isinstance(v, float) and v > 0 for entry in projection["per_method"].values()
-               for v in entry["configs"].values())
+    assert all(
+        isinstance(v, float) and v > 0 for entry in projection["per_method"].values() for v in entry["configs"].values()
+    )
     assert projection["target_best_seconds"] > 0
     assert projection["target_met"] is None  # not an H100/H200: no verdict on the target
     assert set(result["full_needs"]["configs"]) == set(CONFIGS)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine: the GPU configuration "
-                                                           "of benchmarks/gpu.py runs only where torch sees a GPU")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="no CUDA device on this machine: the GPU configuration "
+    "of benchmarks/gpu.py runs only where torch sees a GPU",
+)
 def test_short_gpu_configuration(tmp_path: Path) -> None:
-    result = run_benchmark(tmp_path, "--device", "cuda", "--methods", "adapter,full", "--layers", "2",
-                           "--hidden", "256", "--ffn", "1024", "--heads", "4", "--steps", "3", "--warmup", "1",
-                           "--batch-seconds", "32")
+    result = run_benchmark(
+        tmp_path,
+        "--device",
+        "cuda",
+        "--methods",
+        "adapter,full",
+        "--layers",
+        "2",
+        "--hidden",
+        "256",
+        "--ffn",
+        "1024",
+        "--heads",
+        "4",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--batch-seconds",
+        "32",
+    )
     assert result["device"]["type"] == "cuda" and result["device"]["name"]
     for row in result["results"]:
         assert row["status"] == "ok", (row["method"], row["config"], row["status"])

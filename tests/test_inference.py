@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ALL_METHODS
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
 from asrflow.batching import InputSpec, collate, for_model, load_clips
 from asrflow.inference import load_for_inference, quantize_int8, serialized_bytes
 from asrflow.manifest import read_manifest
 from asrflow.model import output_lengths, transcribe_clips
-
-from conftest import ALL_METHODS
 
 
 def test_quantize_int8_replaces_every_linear_and_leaves_the_original(tiny_run: Path) -> None:
@@ -30,8 +29,9 @@ def test_quantize_int8_replaces_every_linear_and_leaves_the_original(tiny_run: P
 def test_int8_models_transcribe_like_float32(tiny_run: Path, method: str) -> None:
     fp32, processor = load_for_inference(tiny_run / f"published/{method}")
     int8, _ = load_for_inference(tiny_run / f"published/{method}", int8=True)
-    clips = load_clips(read_manifest(tiny_run / "data/processed/folds/fold0/test.csv"), lambda text: [],
-                       processor.feature_extractor)
+    clips = load_clips(
+        read_manifest(tiny_run / "data/processed/folds/fold0/test.csv"), lambda text: [], processor.feature_extractor
+    )
     spec = InputSpec.of(processor.feature_extractor)
     inputs = for_model(collate(clips, spec), spec, labels=False)
     with torch.inference_mode():
@@ -40,4 +40,5 @@ def test_int8_models_transcribe_like_float32(tiny_run: Path, method: str) -> Non
     assert (fp32_probs - int8_probs).abs().max() < 0.02
     hypotheses = transcribe_clips(int8, clips, processor, 60)
     assert hypotheses == processor.batch_decode(
-        [row[:n].tolist() for row, n in zip(int8_probs.argmax(-1), output_lengths(int8, inputs["attention_mask"]))])
+        [row[:n].tolist() for row, n in zip(int8_probs.argmax(-1), output_lengths(int8, inputs["attention_mask"]))]
+    )

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from checkpoint_layouts import STABLE_LAYER_NORM, tiny_sizes
+from conftest import ROOT, read_params
 from transformers import Wav2Vec2Config
 
 from asrflow import memory
 from asrflow.checkpoint import Base
 from asrflow.loop import loop_config, make_optimizer
-
-from checkpoint_layouts import STABLE_LAYER_NORM, tiny_sizes
-from conftest import ROOT, read_params
 
 CPU = torch.device("cpu")
 METHODS = ["full", "adapter", "lora", "frozen", "scratch"]
@@ -76,8 +75,12 @@ def test_counted_components_match_hand_counts(base: Base, method: str) -> None:
 
 
 def state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    return sum(t.numel() * t.element_size() for entry in optimizer.state.values() for t in entry.values()
-               if isinstance(t, torch.Tensor))
+    return sum(
+        t.numel() * t.element_size()
+        for entry in optimizer.state.values()
+        for t in entry.values()
+        if isinstance(t, torch.Tensor)
+    )
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adafactor"])
@@ -89,8 +92,10 @@ def test_optimizer_state_is_what_the_optimizer_allocates(base: Base, optimizer: 
     memory.initialise_state(real, params)
     assert memory.optimizer_state_bytes(params, optimizer) == state_bytes(real)
     if optimizer == "adafactor":  # rows + columns of each matrix, full vectors, one RMS scalar each
-        by_hand = sum((math.prod(p.shape[:-1]) + math.prod(p.shape[:-2]) * p.shape[-1] if p.dim() > 1
-                       else p.numel()) + 1 for p in params)
+        by_hand = sum(
+            (math.prod(p.shape[:-1]) + math.prod(p.shape[:-2]) * p.shape[-1] if p.dim() > 1 else p.numel()) + 1
+            for p in params
+        )
         assert state_bytes(real) == 4 * by_hand < 2 * 4 * sum(p.numel() for p in params) / 10
 
 
@@ -119,8 +124,13 @@ def test_nothing_fits_a_tiny_budget_and_the_plan_says_what_to_change(base: Base)
     budget = unbounded["weights"] + unbounded["optimizer"] // 2  # the weights fit, nothing else does
     planned = memory.plan(base, "full", train_section(batch_seconds=8), LONGEST, budget_bytes=budget, device=CPU)
     assert planned["fits"] is False and planned["largest_micro_batch_seconds"] is None
-    for setting in ("train.precision: bf16", "train.gradient_checkpointing: true", "train.optimizer: adafactor",
-                    "adapter, lora or frozen", "audio.max_seconds"):
+    for setting in (
+        "train.precision: bf16",
+        "train.gradient_checkpointing: true",
+        "train.optimizer: adafactor",
+        "adapter, lora or frozen",
+        "audio.max_seconds",
+    ):
         assert setting in planned["message"], planned["message"]
     too_small = memory.plan(base, "full", train_section(), LONGEST, budget_bytes=1000, device=CPU)
     assert "weights alone" in too_small["message"]
@@ -135,11 +145,13 @@ def test_the_largest_micro_batch_reported_fits_when_replanned(base: Base) -> Non
     largest = planned["largest_micro_batch_seconds"]
     assert planned["fits"] is False and LONGEST <= largest < 8 * LONGEST
     assert f"micro_batch_seconds: {largest:g}" in planned["message"]
-    replanned = memory.plan(base, "full", train_cfg | {"micro_batch_seconds": largest}, LONGEST, budget_bytes=budget,
-                            device=CPU)
+    replanned = memory.plan(
+        base, "full", train_cfg | {"micro_batch_seconds": largest}, LONGEST, budget_bytes=budget, device=CPU
+    )
     assert replanned["fits"] is True and replanned["peak_bytes"] <= budget
-    larger = memory.plan(base, "full", train_cfg | {"micro_batch_seconds": largest + LONGEST}, LONGEST,
-                         budget_bytes=budget, device=CPU)
+    larger = memory.plan(
+        base, "full", train_cfg | {"micro_batch_seconds": largest + LONGEST}, LONGEST, budget_bytes=budget, device=CPU
+    )
     assert larger["fits"] is False
 
 
@@ -154,8 +166,15 @@ def test_a_hypothetical_base_is_planned_at_its_full_depth(tmp_path: Path) -> Non
 @pytest.fixture(scope="module")
 def wider(tmp_path_factory) -> Base:
     """Small but not trivial: 4 layers of 256 (4 heads, FFN 1024), MMS-shaped."""
-    config = Wav2Vec2Config(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
-                            conv_dim=(128,) * 7, adapter_attn_dim=16, **STABLE_LAYER_NORM)
+    config = Wav2Vec2Config(
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=1024,
+        conv_dim=(128,) * 7,
+        adapter_attn_dim=16,
+        **STABLE_LAYER_NORM,
+    )
     return memory.config_base(config, tmp_path_factory.mktemp("wider"))
 
 

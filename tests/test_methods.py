@@ -11,16 +11,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import ALL_METHODS
 from safetensors.torch import load_file
 
-from asrflow import methods
+from asrflow import config, methods
 from asrflow.batching import load_clips
+from asrflow.checkpoint import open_base
 from asrflow.io import read_json
 from asrflow.manifest import read_manifest
-from asrflow.checkpoint import open_base
 from asrflow.model import compute_device, make_processor, on_model_device
-
-from conftest import ALL_METHODS
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -42,8 +41,8 @@ def test_trainable_parameter_sets(tiny_run: Path) -> None:
         "scratch": lambda n: True,
     }
     for name, expect in expectations.items():
-        model = methods.get(name).prepare(base, vocab, {}, {"train_top_layers": 1} if name == "frozen" else {},
-                                          "sw")
+        settings = config.defaults(f"train.{name}") | ({"train_top_layers": 1} if name == "frozen" else {})
+        model = methods.get(name).prepare(base, vocab, {}, settings, "sw")
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
         assert trainable and all(expect(n) for n in trainable), f"{name}: {sorted(trainable)[:5]}"
         frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
@@ -115,15 +114,29 @@ print(json.dumps(out))
 
 def plain_transformers(kind: str, model_dir: Path, audio: list[str]) -> list[str]:
     """Transcripts from a fresh interpreter that imports only transformers (and peft for LoRA)."""
-    proc = subprocess.run([sys.executable, "-c", LOADER, kind, str(model_dir), "sw", *audio], capture_output=True,
-                          text=True, timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-c", LOADER, kind, str(model_dir), "sw", *audio],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("method,kind", [("full", "pipeline"), ("frozen", "pipeline"), ("scratch", "pipeline"),
-                                         ("lora", "pipeline"), ("adapter", "adapter"), ("adapter", "adapter-load"),
-                                         ("lora", "peft")])
+@pytest.mark.parametrize(
+    "method,kind",
+    [
+        ("full", "pipeline"),
+        ("frozen", "pipeline"),
+        ("scratch", "pipeline"),
+        ("lora", "pipeline"),
+        ("adapter", "adapter"),
+        ("adapter", "adapter-load"),
+        ("lora", "peft"),
+    ],
+)
 def test_artefacts_load_without_asrflow_and_agree_with_its_evaluation(tiny_run: Path, method: str, kind: str) -> None:
     hyps = pd.read_csv(tiny_run / f"metrics/{method}/hypotheses.csv", keep_default_na=False)
     test = {u.utt_id: u.audio for u in read_manifest(tiny_run / "data/processed/folds/fold0/test.csv")}
@@ -154,7 +167,17 @@ def test_model_card_has_model_index(tiny_run: Path) -> None:
     metrics = header["model-index"][0]["results"][0]["metrics"]
     assert {m["type"] for m in metrics} == {"cer", "wer"}
     assert metrics[0]["value"] == read_json(tiny_run / "metrics/full/metrics.json")["cer"]
-    assert "fold 0" in card and header["base_model"]
+    training = read_json(tiny_run / "models/full/training.json")
+    assert "fold 0" in card and f"`{training['base']}`" in card
+    # huggingface_hub reads back what was written; no made-up link (test_cards checks the rest offline).
+    from huggingface_hub import ModelCard
+
+    data = ModelCard.load(tiny_run / "published/full/README.md", ignore_metadata_errors=False).data
+    assert data.language == [training["language"]] and data.to_dict()["model-index"] == header["model-index"]
+    assert [(r.metric_type, r.metric_value) for r in data.eval_results][:2] == [
+        (m["type"], m["value"]) for m in metrics[:2]
+    ]
+    assert "base_model" not in header and "example.invalid" not in card
 
 
 @pytest.mark.parametrize("method", ["full", "lora", "adapter"])
@@ -166,7 +189,11 @@ def test_cached_conv_features_give_the_models_own_outputs(tiny_run: Path, method
     base = open_base(tiny_run / "data/models/base")
     vocab = read_json(tiny_run / "data/processed/folds/fold0/vocab.json")
     processor = make_processor(vocab, base.feature_extractor())
-    model = methods.get(method).prepare(base, vocab, {"mask_time_prob": 0.0}, {}, "sw").eval()
+    model = (
+        methods.get(method)
+        .prepare(base, vocab, {"mask_time_prob": 0.0}, config.defaults(f"train.{method}"), "sw")
+        .eval()
+    )
     utts = read_manifest(tiny_run / "data/processed/folds/fold0/train.csv")[:3]
     clips = load_clips(utts, lambda text: processor.tokenizer(text).input_ids, processor.feature_extractor)
     cached = ConvCachedTask(model, processor, base)

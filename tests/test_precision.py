@@ -12,20 +12,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from checkpoint_layouts import build
 
-from asrflow import methods
+from asrflow import config, methods
 from asrflow.batching import Clip, load_clips
 from asrflow.checkpoint import DESCRIPTION, describe, open_base
 from asrflow.features import CACHE_ENV
-from asrflow.folds import build_vocab
 from asrflow.io import write_json
+from asrflow.loop import LoopConfig, accumulate_loss, enable_gradient_checkpointing, fit, make_optimizer, micro_batches
 from asrflow.manifest import Utterance
 from asrflow.model import make_processor
 from asrflow.resume import Checkpoints
-from asrflow.loop import (LoopConfig, accumulate_loss, enable_gradient_checkpointing, fit, make_optimizer,
-                           micro_batches)
-
-from checkpoint_layouts import build
+from asrflow.vocab import build_vocab
 
 TEXTS = ["taka kita", "ŋata", "kitaŋa taka", "ta ki"]
 # Measured here on these tiny models (torch 2.13 CPU autocast): bf16's loss within 9e-5 of fp32's (relative), its
@@ -61,15 +59,32 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     return base, vocab, processor, clips
 
 
-DETERMINISTIC = {"mask_time_prob": 0.0, "layerdrop": 0.0, "hidden_dropout": 0.0, "attention_dropout": 0.0,
-                 "activation_dropout": 0.0, "feat_proj_dropout": 0.0, "final_dropout": 0.0}
+DETERMINISTIC = {
+    "mask_time_prob": 0.0,
+    "layerdrop": 0.0,
+    "hidden_dropout": 0.0,
+    "attention_dropout": 0.0,
+    "activation_dropout": 0.0,
+    "feat_proj_dropout": 0.0,
+    "final_dropout": 0.0,
+}
+
+
+def settings(method: str) -> dict:
+    """train.<method> as the schema fills it in, frozen training its top layer."""
+    return config.defaults(f"train.{method}") | ({"train_top_layers": 1} if method == "frozen" else {})
 
 
 def model_for(setup: tuple, method: str) -> torch.nn.Module:
     base, vocab, _, _ = setup
     torch.manual_seed(0)
-    return methods.get(method).prepare(base, vocab, {**DETERMINISTIC, "pad_token_id": vocab["<pad>"],
-                                                     "ctc_loss_reduction": "mean"}, {"train_top_layers": 1}, "xx")
+    return methods.get(method).prepare(
+        base,
+        vocab,
+        {**DETERMINISTIC, "pad_token_id": vocab["<pad>"], "ctc_loss_reduction": "mean"},
+        settings(method),
+        "xx",
+    )
 
 
 def loss_and_grads(setup: tuple, method: str, cfg: LoopConfig) -> tuple[float, dict]:
@@ -80,7 +95,7 @@ def loss_and_grads(setup: tuple, method: str, cfg: LoopConfig) -> tuple[float, d
         enable_gradient_checkpointing(model)
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
         assert inner.is_activation_checkpointing
-    task = methods.get(method).task(model, processor, {"train_top_layers": 1}, base)
+    task = methods.get(method).task(model, processor, settings(method), base)
     task.train()
     prepared = task.prepare(clips)
     loss = accumulate_loss(task, prepared, cfg, torch.amp.GradScaler("cpu", enabled=False))
@@ -138,13 +153,15 @@ def test_micro_batches_keep_order_and_at_least_one_clip_each() -> None:
 
 
 @pytest.mark.parametrize("precision,optimizer", [("fp16", "adamw"), ("bf16", "adafactor")])
-def test_a_run_in_reduced_precision_trains_and_resumes_to_the_same_model(setup: tuple, tmp_path: Path,
-                                                                         precision: str, optimizer: str) -> None:
+def test_a_run_in_reduced_precision_trains_and_resumes_to_the_same_model(
+    setup: tuple, tmp_path: Path, precision: str, optimizer: str
+) -> None:
     """Two epochs straight against a run killed after its first epoch's state was saved, then resumed: the same
     weights (fp16's gradient scaler and Adafactor's step counts travel in the resume state)."""
     base, _, processor, clips = setup
-    cfg = dataclasses.replace(FP32, max_epochs=2, patience=2, batch_seconds=4, precision=precision,
-                              optimizer=optimizer, micro_batch_seconds=3)
+    cfg = dataclasses.replace(
+        FP32, max_epochs=2, patience=2, batch_seconds=4, precision=precision, optimizer=optimizer, micro_batch_seconds=3
+    )
 
     class Killed(Exception):
         pass
@@ -156,8 +173,16 @@ def test_a_run_in_reduced_precision_trains_and_resumes_to_the_same_model(setup: 
 
     def run(checkpoints: Checkpoints) -> dict[str, torch.Tensor]:
         model = model_for(setup, "full")
-        fit(methods.get("full").task(model, processor, {}, base), clips, [], cfg, lambda m: None, None, "t",
-            checkpoints)
+        fit(
+            methods.get("full").task(model, processor, settings("full"), base),
+            clips,
+            [],
+            cfg,
+            lambda m: None,
+            None,
+            "t",
+            checkpoints,
+        )
         return {n: p.detach().clone() for n, p in model.named_parameters()}
 
     straight = run(Checkpoints(tmp_path / "straight", "key"))
@@ -179,7 +204,8 @@ def test_adafactor_keeps_far_less_state_than_adamw(setup: tuple) -> None:
         for p in params:
             p.grad = torch.ones_like(p)
         optimizer.step()
-        sizes[name] = sum(t.numel() for state in optimizer.state.values() for t in state.values()
-                          if isinstance(t, torch.Tensor))
+        sizes[name] = sum(
+            t.numel() for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor)
+        )
     trained = sum(p.numel() for p in params)
     assert sizes["adamw"] >= 2 * trained and sizes["adafactor"] < 0.6 * trained

@@ -11,18 +11,18 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import read_params, stage, write_params
+from huggingface_hub import ModelCard
 from transformers import AutoProcessor, pipeline
 
 from asrflow import config, methods
 from asrflow.audio import read_wav
 from asrflow.batching import Clip, load_clips
 from asrflow.io import read_json
+from asrflow.loop import LoopConfig, fit
 from asrflow.manifest import read_manifest
 from asrflow.model import transcribe_clips
 from asrflow.release import ReleaseError, choose_method, selected_epochs
-from asrflow.loop import LoopConfig, fit
-
-from conftest import read_params, stage, write_params
 
 CV_METHODS = ["full", "frozen"]
 FOLDS = [0, 1]
@@ -37,16 +37,59 @@ def released(tiny_run: Path) -> Path:
     write_params(cv, {**params, "methods": CV_METHODS})
     for method in CV_METHODS:
         for fold in FOLDS:
-            stage(cv, "train", "--fold", str(fold), "--method", method, "--folds", "data/processed/folds", "--speed",
-                  "data/processed/speed", "--base", "data/models/base", "--out", f"cv/checkpoints/{method}/fold{fold}",
-                  "--curve", f"cv/curves/{method}-fold{fold}.csv")
-            stage(cv, "evaluate", "--fold", str(fold), "--method", method, "--folds", "data/processed/folds",
-                  "--model", f"cv/checkpoints/{method}/fold{fold}", "--out", f"cv/metrics/{method}/fold{fold}",
-                  "--publish", f"cv/models/{method}/fold{fold}", "--lm", f"data/processed/lm/fold{fold}")
+            stage(
+                cv,
+                "train",
+                "--fold",
+                str(fold),
+                "--method",
+                method,
+                "--folds",
+                "data/processed/folds",
+                "--speed",
+                "data/processed/speed",
+                "--base",
+                "data/models/base",
+                "--out",
+                f"cv/checkpoints/{method}/fold{fold}",
+                "--curve",
+                f"cv/curves/{method}-fold{fold}.csv",
+            )
+            stage(
+                cv,
+                "evaluate",
+                "--fold",
+                str(fold),
+                "--method",
+                method,
+                "--folds",
+                "data/processed/folds",
+                "--model",
+                f"cv/checkpoints/{method}/fold{fold}",
+                "--out",
+                f"cv/metrics/{method}/fold{fold}",
+                "--publish",
+                f"cv/models/{method}/fold{fold}",
+                "--lm",
+                f"data/processed/lm/fold{fold}",
+            )
     stage(cv, "report", "--metrics", "cv/metrics", "--out", "cv/results")
-    stage(cv, "release", "--summary", "cv/results/summary.csv", "--folds-table", "cv/results/folds.csv",
-          "--utterances", "data/processed/utts.csv", "--speed", "data/processed/speed", "--base", "data/models/base",
-          "--out", "cv/results/release")
+    stage(
+        cv,
+        "release",
+        "--summary",
+        "cv/results/summary.csv",
+        "--folds-table",
+        "cv/results/folds.csv",
+        "--utterances",
+        "data/processed/utts.csv",
+        "--speed",
+        "data/processed/speed",
+        "--base",
+        "data/models/base",
+        "--out",
+        "cv/results/release",
+    )
     return cv / "results/release"
 
 
@@ -60,8 +103,9 @@ def test_release_refits_the_best_method_on_every_speaker(tiny_run: Path, release
     utterances = read_manifest(tiny_run / "data/processed/utts.csv")
     assert info["speakers"] == sorted({u.speaker for u in utterances}) and info["utterances"] == len(utterances)
     assert info["epochs"] == selected_epochs(folds, info["method"])
-    assert [f["cer"] for f in info["cross_validation"]["folds"]] == folds.loc[folds.method == info["method"],
-                                                                               "cer"].tolist()
+    assert [f["cer"] for f in info["cross_validation"]["folds"]] == folds.loc[
+        folds.method == info["method"], "cer"
+    ].tolist()
     vocab = read_json(released / "vocab.json")
     assert {ch for u in utterances for ch in u.text if ch != " "} <= set(vocab), "every transcript's symbols"
 
@@ -85,7 +129,10 @@ def test_model_card_carries_the_cross_fold_table(released: Path) -> None:
     [result] = header["model-index"][0]["results"]
     greedy = result["metrics"][0]
     assert greedy["type"] == "cer" and greedy["value"] == round(cv["mean"]["cer"], 5) and "CER" in greedy["name"]
-    assert header["pipeline_tag"] == "automatic-speech-recognition" and header["base_model"] == info["base"]
+    assert header["pipeline_tag"] == "automatic-speech-recognition" and f"`{info['base']}`" in card
+    data = ModelCard.load(released / "README.md", ignore_metadata_errors=False).data
+    assert data.language == [info["language"]] and data.to_dict()["model-index"] == header["model-index"]
+    assert "base_model" not in header and "example.invalid" not in card
     for fold in cv["folds"]:
         assert f"| {fold['fold']} | {', '.join(fold['test_speakers'])} | {100 * fold['cer']:.1f} |" in card
     assert f"**{100 * cv['mean']['cer']:.1f} ± {100 * cv['std']['cer']:.1f}**" in card
@@ -95,8 +142,13 @@ def test_model_card_carries_the_cross_fold_table(released: Path) -> None:
 
 def test_choose_method_and_epochs() -> None:
     # adapter has the lowest test CER, full the lowest dev CER: the dev speakers choose; lora ties full, comes later.
-    cv = pd.DataFrame({"method": ["full", "full", "adapter", "adapter", "lora", "lora"],
-                       "dev_cer": [0.30, 0.10, 0.25, 0.25, 0.10, 0.30], "cer": [0.4, 0.4, 0.1, 0.1, 0.4, 0.4]})
+    cv = pd.DataFrame(
+        {
+            "method": ["full", "full", "adapter", "adapter", "lora", "lora"],
+            "dev_cer": [0.30, 0.10, 0.25, 0.25, 0.10, 0.30],
+            "cer": [0.4, 0.4, 0.1, 0.1, 0.4, 0.4],
+        }
+    )
     assert choose_method(cv, "best") == "full"
     assert choose_method(cv, "lora") == "lora"
     with pytest.raises(ReleaseError, match="frozen"):
@@ -139,6 +191,7 @@ def test_fit_without_dev_trains_every_epoch_and_saves_the_last() -> None:
     result = fit(task, clips, [], cfg, lambda model: saved.append(model.weight.item()), None, "test")
     assert result["epochs_run"] == 4 and result["best_epoch"] == 4
     assert saved == [task.model.weight.item()], "saved once, after the last epoch"
-    with_dev = fit(CountingTask(), clips, clips[:1], dataclasses.replace(cfg, max_epochs=4), lambda model: None,
-                   None, "test")
+    with_dev = fit(
+        CountingTask(), clips, clips[:1], dataclasses.replace(cfg, max_epochs=4), lambda model: None, None, "test"
+    )
     assert with_dev["epochs_run"] == 2, "with dev clips, patience still stops it (dev CER never improves after 1)"

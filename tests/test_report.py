@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from asrflow.cli import main
-from asrflow.report import MetricsError, report
+from asrflow.report import report
+from asrflow.results import MetricsError
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -26,10 +27,20 @@ CER_WER = {
 
 def write_metrics(metrics_dir: Path, method: str, fold: int, cer: float, wer: float, **extra: Any) -> Path:
     data = {
-        "method": method, "fold": fold, "cer": cer, "wer": wer, "n_utts": 40 + fold,
-        "test_speakers": [f"spk{fold}a", f"spk{fold}b"], "dev_speakers": ["spk9"],
-        "trainable_params": 1000 + fold, "total_params": 5000, "train_seconds": 10.0 * (fold + 1),
-        "train_audio_seconds": 600.0, "best_epoch": 3, "dev_cer": 0.25, **extra,
+        "method": method,
+        "fold": fold,
+        "cer": cer,
+        "wer": wer,
+        "n_utts": 40 + fold,
+        "test_speakers": [f"spk{fold}a", f"spk{fold}b"],
+        "dev_speakers": ["spk9"],
+        "trainable_params": 1000 + fold,
+        "total_params": 5000,
+        "train_seconds": 10.0 * (fold + 1),
+        "train_audio_seconds": 600.0,
+        "best_epoch": 3,
+        "dev_cer": 0.25,
+        **extra,
     }
     path = metrics_dir / method / f"fold{fold}" / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,8 +81,9 @@ def test_summary_json_holds_error_rates_and_dev_cer_for_dvc_metrics(tmp_path: Pa
         write_metrics(tmp_path / "m", "full", fold, cer, wer, dev_cer=0.1 * (fold + 1))
     report(tmp_path / "m", tmp_path / "out", ["full"], k=3)
     metrics = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
-    assert metrics == {"full": {"cer_mean": 0.2, "cer_std": 0.1, "wer_mean": 0.5, "wer_std": 0.1,
-                                "dev_cer_mean": 0.2}}  # no timings: they differ on every run
+    assert metrics == {
+        "full": {"cer_mean": 0.2, "cer_std": 0.1, "wer_mean": 0.5, "wer_std": 0.1, "dev_cer_mean": 0.2}
+    }  # no timings: they differ on every run
 
 
 def test_summary_columns_and_row_order_follow_methods(metrics_dir: Path, tmp_path: Path) -> None:
@@ -81,12 +93,40 @@ def test_summary_columns_and_row_order_follow_methods(metrics_dir: Path, tmp_pat
     folds = pd.read_csv(tmp_path / "out" / "folds.csv")
 
     assert list(summary["method"]) == ["adapter", "full"]
-    assert list(summary.columns) == ["method", "n_folds", "cer_mean", "cer_std", "wer_mean", "wer_std", "cer_fold0",
-                                     "cer_fold1", "cer_fold2", "trainable_params", "train_seconds_mean"]
-    assert list(zip(folds["method"], folds["fold"])) == [("adapter", 0), ("adapter", 1), ("adapter", 2),
-                                                         ("full", 0), ("full", 1), ("full", 2)]
-    assert list(folds.columns) == ["method", "fold", "cer", "wer", "n_utts", "test_speakers", "trainable_params",
-                                   "total_params", "train_seconds", "best_epoch", "dev_cer"]
+    assert list(summary.columns) == [
+        "method",
+        "n_folds",
+        "cer_mean",
+        "cer_std",
+        "wer_mean",
+        "wer_std",
+        "cer_fold0",
+        "cer_fold1",
+        "cer_fold2",
+        "trainable_params",
+        "train_seconds_mean",
+    ]
+    assert list(zip(folds["method"], folds["fold"])) == [
+        ("adapter", 0),
+        ("adapter", 1),
+        ("adapter", 2),
+        ("full", 0),
+        ("full", 1),
+        ("full", 2),
+    ]
+    assert list(folds.columns) == [
+        "method",
+        "fold",
+        "cer",
+        "wer",
+        "n_utts",
+        "test_speakers",
+        "trainable_params",
+        "total_params",
+        "train_seconds",
+        "best_epoch",
+        "dev_cer",
+    ]
     assert folds.loc[0, "test_speakers"] == "spk0a spk0b"
 
 
@@ -154,8 +194,13 @@ def test_summary_png_is_a_png(metrics_dir: Path, tmp_path: Path) -> None:
     png = tmp_path / "out" / "summary.png"
     assert png.read_bytes()[:8] == PNG_SIGNATURE
     assert png.stat().st_size > 5000
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["folds.csv", "summary.csv", "summary.json",
-                                                                    "summary.md", "summary.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "folds.csv",
+        "summary.csv",
+        "summary.json",
+        "summary.md",
+        "summary.png",
+    ]
 
 
 def test_cli_reads_methods_and_k_from_params(tmp_path: Path) -> None:
@@ -169,8 +214,20 @@ def test_cli_reads_methods_and_k_from_params(tmp_path: Path) -> None:
     write_metrics(tmp_path / "metrics", "full", k, 0.9, 0.9)  # beyond folds.k: ignored
     write_metrics(tmp_path / "metrics", "adapter", 0, 0.5, 0.5)  # not in params.methods: ignored
 
-    assert main(["report", "--params", str(params_path), "--metrics", str(tmp_path / "metrics"),
-                 "--out", str(tmp_path / "results")]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--params",
+                str(params_path),
+                "--metrics",
+                str(tmp_path / "metrics"),
+                "--out",
+                str(tmp_path / "results"),
+            ]
+        )
+        == 0
+    )
     summary = pd.read_csv(tmp_path / "results" / "summary.csv")
     assert list(summary["method"]) == ["full"]
     assert summary.loc[0, "n_folds"] == k

@@ -22,10 +22,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
-from asrflow.search import draw_trial
 from conftest import BIN, ROOT, copy_project, dvc_stages, engine_env, read_params, run, tiny_params, write_params
 from test_engines import TARGET_RULES, Key, key
+
+from asrflow.search import draw_trial
 
 pytestmark = pytest.mark.slow
 METHODS = ["full", "adapter"]
@@ -35,6 +35,7 @@ LONG = 1800  # seconds: a whole tiny run on a busy 2-core machine
 
 
 # --- what each engine plans -------------------------------------------------------------------------------------
+
 
 def snakemake_plan(project: Path, *targets: str) -> set[Key]:
     """The jobs `snakemake -n` lists (rule and wildcards), read from its own output."""
@@ -71,18 +72,28 @@ def single(*stages: str) -> set[Key]:
 
 
 AFTER_TRAINING = single("report", "release")  # release refits the method that came out best: every train key counts
-AFTER_NORMALIZE = (single("normalize", "split", "augment", "data_report") | {key("lm", {"fold": f}) for f in range(K)}
-                   | grid("train") | grid("evaluate") | AFTER_TRAINING)
+AFTER_NORMALIZE = (
+    single("normalize", "split", "augment", "data_report")
+    | {key("lm", {"fold": f}) for f in range(K)}
+    | grid("train")
+    | grid("evaluate")
+    | AFTER_TRAINING
+)
 EXPECTED = {
     # ... and the adapter's memory plan, which reads train.adapter (a leaf: nothing else waits for it).
-    "train.adapter.lr": (grid("train", ["adapter"]) | grid("evaluate", ["adapter"]) | AFTER_TRAINING
-                         | {key("plan", {"method": "adapter"})}),
+    "train.adapter.lr": (
+        grid("train", ["adapter"])
+        | grid("evaluate", ["adapter"])
+        | AFTER_TRAINING
+        | {key("plan", {"method": "adapter"})}
+    ),
     "text.lowercase": AFTER_NORMALIZE,
     "one more utterance": single("import", "resample") | AFTER_NORMALIZE,
 }
 
 
 # --- changes a user makes ---------------------------------------------------------------------------------------
+
 
 def add_utterance(corpus: Path) -> None:
     """One more recording of an existing speaker: an audio file beside its others, a row appended to metadata.csv."""
@@ -122,6 +133,7 @@ def changed(project: Path, change: str) -> Iterator[None]:
 
 
 # --- one real tiny run per engine -------------------------------------------------------------------------------
+
 
 def git(project: Path, *args: str) -> None:
     run(["git", *args], project)
@@ -181,6 +193,7 @@ def smk_project(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Path:
 
 # --- the tests ----------------------------------------------------------------------------------------------------
 
+
 def test_the_same_seed_gives_the_same_results_in_two_runs(dvc_project: Path, smk_project: Path) -> None:
     """Two runs from nothing (one per engine, same params and seed): the same numbers and the same weights."""
     tables = [pd.read_csv(p / "results/folds.csv").drop(columns="train_seconds") for p in (dvc_project, smk_project)]
@@ -194,8 +207,7 @@ def test_the_same_seed_gives_the_same_results_in_two_runs(dvc_project: Path, smk
 
 @pytest.mark.parametrize("engine", list(PLANS))
 @pytest.mark.parametrize("change", list(EXPECTED))
-def test_a_change_re_runs_exactly_what_depends_on_it(change: str, engine: str,
-                                                     request: pytest.FixtureRequest) -> None:
+def test_a_change_re_runs_exactly_what_depends_on_it(change: str, engine: str, request: pytest.FixtureRequest) -> None:
     project = request.getfixturevalue({"snakemake": "smk_project", "dvc": "dvc_project"}[engine])
     plan = PLANS[engine]
     with changed(project, change):
@@ -214,17 +226,23 @@ def test_push_then_pull_into_a_fresh_clone_leaves_nothing_to_recompute(dvc_proje
     assert "Both engines are up to date" in out
     assert "Data and pipelines are up to date" in run([str(BIN / "dvc"), "status"], clone).stdout
     assert snakemake_plan(clone) == set()
-    for pulled in ["data/raw/corpus/metadata.csv", "data/models/base/model.safetensors",
-                   *(f"data/checkpoints/{m}/fold{f}/model.safetensors" for m in METHODS for f in range(K)),
-                   "results/metrics/adapter/fold1/metrics.json", "results/folds.csv", "results/summary.json"]:
+    for pulled in [
+        "data/raw/corpus/metadata.csv",
+        "data/models/base/model.safetensors",
+        *(f"data/checkpoints/{m}/fold{f}/model.safetensors" for m in METHODS for f in range(K)),
+        "results/metrics/adapter/fold1/metrics.json",
+        "results/folds.csv",
+        "results/summary.json",
+    ]:
         assert (clone / pulled).read_bytes() == (dvc_project / pulled).read_bytes(), pulled
 
     # Snakemake's metadata, recorded by the pull, still sees what a later change needs.
     with changed(clone, "train.adapter.lr"):
         assert snakemake_plan(clone) == dvc_plan(clone) == EXPECTED["train.adapter.lr"]
         # A clone that does not match its dvc.lock is not declared up to date.
-        refused = subprocess.run(["bash", "scripts/pull.sh", "checkout"], cwd=clone, env=engine_env(),
-                                 capture_output=True, text=True)
+        refused = subprocess.run(
+            ["bash", "scripts/pull.sh", "checkout"], cwd=clone, env=engine_env(), capture_output=True, text=True
+        )
         assert refused.returncode == 1 and "run `dvc repro`" in refused.stderr, refused.stderr
 
 
@@ -251,8 +269,9 @@ def test_snakemake_random_search_selects_by_dev_cer(smk_project: Path, smk_searc
     for trial, settings in enumerate(drawn):
         dev_cers = []
         for fold in range(K):
-            training = json.loads((smk_project / f"data/search/trial{trial}/checkpoints/adapter/fold{fold}"
-                                   / "training.json").read_text())
+            training = json.loads(
+                (smk_project / f"data/search/trial{trial}/checkpoints/adapter/fold{fold}" / "training.json").read_text()
+            )
             assert training["settings"]["adapter"]["lr"] == settings["train.adapter.lr"], "the trial's --set"
             dev_cers.append(training["dev_cer"])
         assert table.loc[trial, "dev_cer_mean"] == pytest.approx(sum(dev_cers) / K, abs=1e-4)
@@ -265,15 +284,19 @@ def test_snakemake_random_search_selects_by_dev_cer(smk_project: Path, smk_searc
     saved = (smk_project / "params.yaml").read_bytes()
     write_params(smk_project, params)
     try:  # one more trial runs that trial only, then the table again
-        new = {key(stage, {"fold": f, "method": "adapter", "trial": TRIALS}) for stage in ("search_train",
-               "search_evaluate") for f in range(K)}
+        new = {
+            key(stage, {"fold": f, "method": "adapter", "trial": TRIALS})
+            for stage in ("search_train", "search_evaluate")
+            for f in range(K)
+        }
         assert snakemake_plan(smk_project, "results/search.csv") == new | single("search")
     finally:
         (smk_project / "params.yaml").write_bytes(saved)
 
 
-def test_dvc_experiment_queue_runs_trials_and_exp_show_lists_their_cer(dvc_project: Path,
-                                                                       smk_search: pd.DataFrame) -> None:
+def test_dvc_experiment_queue_runs_trials_and_exp_show_lists_their_cer(
+    dvc_project: Path, smk_search: pd.DataFrame
+) -> None:
     """The Snakemake search's trials again, queued as DVC experiments: `dvc exp show` lists each one's cross-fold CER,
     the same numbers as results/search.csv. (`report` as the target: the release refit adds nothing here.)"""
     dvc = str(BIN / "dvc")
@@ -298,5 +321,6 @@ def test_dvc_experiment_queue_runs_trials_and_exp_show_lists_their_cer(dvc_proje
         metrics = trials[trial["train.adapter.lr"]]
         for column in ("cer_mean", "cer_std", "dev_cer_mean"):
             assert metrics[column] == pytest.approx(trial[column], abs=1e-4), (trial["trial"], column)
-    assert yaml.safe_load((dvc_project / "params.yaml").read_text())["train"]["adapter"]["lr"] not in lrs, \
+    assert yaml.safe_load((dvc_project / "params.yaml").read_text())["train"]["adapter"]["lr"] not in lrs, (
         "queued experiments leave the workspace alone"
+    )

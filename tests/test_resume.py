@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import BIN, engine_env
 
 EPOCHS = 5
@@ -28,14 +27,41 @@ def resume_params(tiny_run: Path) -> Path:
 
 
 def train_command(project: Path, params: Path, name: str) -> list[str]:
-    return [str(BIN / "asrflow"), "train", "--fold", "0", "--method", "full", "--folds", "data/processed/folds",
-            "--speed", "data/processed/speed", "--base", "data/models/base", "--out", f"resume/{name}",
-            "--curve", f"resume/{name}.csv", "--params", str(params), "--threads", "1", "--log", f"resume/{name}.log"]
+    return [
+        str(BIN / "asrflow"),
+        "train",
+        "--fold",
+        "0",
+        "--method",
+        "full",
+        "--folds",
+        "data/processed/folds",
+        "--speed",
+        "data/processed/speed",
+        "--base",
+        "data/models/base",
+        "--out",
+        f"resume/{name}",
+        "--curve",
+        f"resume/{name}.csv",
+        "--params",
+        str(params),
+        "--threads",
+        "1",
+        "--log",
+        f"resume/{name}.log",
+    ]
 
 
 def train(project: Path, params: Path, name: str) -> Path:
-    subprocess.run(train_command(project, params, name), cwd=project, env=engine_env(), check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        train_command(project, params, name),
+        cwd=project,
+        env=engine_env(),
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return project / "resume" / name
 
 
@@ -46,8 +72,9 @@ def without_timing(training: dict) -> dict:
 def test_same_seed_gives_identical_models(tiny_run: Path, resume_params: Path) -> None:
     first, second = train(tiny_run, resume_params, "a"), train(tiny_run, resume_params, "b")
     assert (first / "model.safetensors").read_bytes() == (second / "model.safetensors").read_bytes()
-    assert without_timing(json.loads((first / "training.json").read_text())) == \
-        without_timing(json.loads((second / "training.json").read_text()))
+    assert without_timing(json.loads((first / "training.json").read_text())) == without_timing(
+        json.loads((second / "training.json").read_text())
+    )
     assert not (tiny_run / "resume" / ".a.resume").exists(), "the resume state is removed after success"
 
 
@@ -56,8 +83,13 @@ def test_sigkill_mid_training_resumes_to_the_same_model(tiny_run: Path, resume_p
     if not reference.exists():
         reference = train(tiny_run, resume_params, "a")
     state = tiny_run / "resume" / ".killed.resume" / "state" / "loop.json"
-    job = subprocess.Popen(train_command(tiny_run, resume_params, "killed"), cwd=tiny_run, env=engine_env(),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    job = subprocess.Popen(
+        train_command(tiny_run, resume_params, "killed"),
+        cwd=tiny_run,
+        env=engine_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while not state.is_file() and job.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

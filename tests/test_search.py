@@ -12,15 +12,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import ROOT, read_params, snakemake_jobs, write_params
 
-from asrflow import config
+from asrflow import config, stages
 from asrflow.cli import main
 from asrflow.search import draw_trial, search_table, set_arguments
-from conftest import ROOT, read_params, snakemake_jobs, write_params
-from test_engines import imported_code
 
-SPACE = {"train.adapter.lr": {"log_uniform": [1.0e-5, 1.0e-1]}, "augment.mask_time_prob": {"uniform": [0.0, 0.2]},
-         "train.adapter.patience": {"choice": [1, 2, 3]}}
+SPACE = {
+    "train.adapter.lr": {"log_uniform": [1.0e-5, 1.0e-1]},
+    "augment.mask_time_prob": {"uniform": [0.0, 0.2]},
+    "train.adapter.patience": {"choice": [1, 2, 3]},
+}
 
 
 def test_a_trial_depends_on_seed_and_number_only() -> None:
@@ -53,12 +55,15 @@ def test_set_arguments_round_trip_through_the_train_stage(tmp_path: Path) -> Non
     assert loaded["train"]["adapter"]["patience"] == 2
 
 
-@pytest.mark.parametrize("override, message", [
-    ("decode.alpha=[1.0]", "the train stage does not read it"),  # another stage's key: not this job's to change
-    ("train.full.lr=0.1", "the train stage does not read it"),   # another method's settings
-    ("train.adapter.lr=-1", "train.adapter.lr"),                 # validated like params.yaml
-    ("train.adapter.lr", "expected KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("decode.alpha=[1.0]", "the train stage does not read it"),  # another stage's key: not this job's to change
+        ("train.full.lr=0.1", "the train stage does not read it"),  # another method's settings
+        ("train.adapter.lr=-1", "train.adapter.lr"),  # validated like params.yaml
+        ("train.adapter.lr", "expected KEY=VALUE"),
+    ],
+)
 def test_a_bad_override_is_refused_naming_the_key(tmp_path: Path, override: str, message: str) -> None:
     params_path = tmp_path / "params.yaml"
     params_path.write_bytes((ROOT / "params.yaml").read_bytes())
@@ -66,12 +71,15 @@ def test_a_bad_override_is_refused_naming_the_key(tmp_path: Path, override: str,
         config.load_stage(params_path, "train", "adapter", overrides=[override])
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"space": {"decode.alpha": {"choice": [[0.5]]}}}, "search.space.decode.alpha: the adapter training does not"),
-    ({"space": {"train.adapter.lr": {"log_uniform": [0.01, 0.001]}}}, "needs low < high"),
-    ({"space": {"train.adapter.lr": {"log_uniform": [0, 0.01]}}}, "search.space.train.adapter.lr"),
-    ({"method": "scratch"}, "train.scratch is missing"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"space": {"decode.alpha": {"choice": [[0.5]]}}}, "search.space.decode.alpha: the adapter training does not"),
+        ({"space": {"train.adapter.lr": {"log_uniform": [0.01, 0.001]}}}, "needs low < high"),
+        ({"space": {"train.adapter.lr": {"log_uniform": [0, 0.01]}}}, "search.space.train.adapter.lr"),
+        ({"method": "scratch"}, "train.scratch is missing"),
+    ],
+)
 def test_an_impossible_search_is_refused_on_load(change: dict, message: str) -> None:
     params = copy.deepcopy(read_params(ROOT))
     params["train"].pop("scratch", None)
@@ -84,9 +92,23 @@ def write_trial(metrics_dir: Path, trial: int, dev_cer: list[float], cer: list[f
     for fold, (dev, test) in enumerate(zip(dev_cer, cer)):
         path = metrics_dir / f"trial{trial}" / "metrics" / "adapter" / f"fold{fold}" / "metrics.json"
         path.parent.mkdir(parents=True)
-        path.write_text(json.dumps({
-            "method": "adapter", "fold": fold, "cer": test, "wer": 2 * test, "n_utts": 4, "test_speakers": ["s"],
-            "trainable_params": 10, "total_params": 100, "train_seconds": 1.0, "best_epoch": 1, "dev_cer": dev}))
+        path.write_text(
+            json.dumps(
+                {
+                    "method": "adapter",
+                    "fold": fold,
+                    "cer": test,
+                    "wer": 2 * test,
+                    "n_utts": 4,
+                    "test_speakers": ["s"],
+                    "trainable_params": 10,
+                    "total_params": 100,
+                    "train_seconds": 1.0,
+                    "best_epoch": 1,
+                    "dev_cer": dev,
+                }
+            )
+        )
 
 
 def test_the_search_selects_by_dev_cer_never_by_test_cer(tmp_path: Path) -> None:
@@ -99,10 +121,21 @@ def test_the_search_selects_by_dev_cer_never_by_test_cer(tmp_path: Path) -> None
     assert table["selected"].tolist() == [False, True, False]
     assert table["dev_cer_mean"].tolist() == [0.5, 0.35, 0.45]
     assert table["cer_mean"].tolist() == [0.15, 0.45, 0.3]
-    assert table["train.adapter.lr"].tolist() == [draw_trial(search["space"], 0, n)["train.adapter.lr"]
-                                                   for n in range(3)]
-    assert list(table.columns) == ["trial", "train.adapter.lr", "n_folds", "dev_cer_mean", "dev_cer_std", "cer_mean",
-                                   "cer_std", "wer_mean", "wer_std", "selected"]
+    assert table["train.adapter.lr"].tolist() == [
+        draw_trial(search["space"], 0, n)["train.adapter.lr"] for n in range(3)
+    ]
+    assert list(table.columns) == [
+        "trial",
+        "train.adapter.lr",
+        "n_folds",
+        "dev_cer_mean",
+        "dev_cer_std",
+        "cer_mean",
+        "cer_std",
+        "wer_mean",
+        "wer_std",
+        "selected",
+    ]
 
 
 def test_search_cli_writes_the_table_and_needs_every_trial(tmp_path: Path) -> None:
@@ -111,8 +144,15 @@ def test_search_cli_writes_the_table_and_needs_every_trial(tmp_path: Path) -> No
     params["search"].update(trials=2)
     write_params(tmp_path, params)
     write_trial(tmp_path / "search", 0, dev_cer=[0.5, 0.5], cer=[0.1, 0.2])
-    args = ["search", "--metrics", str(tmp_path / "search"), "--out", str(tmp_path / "search.csv"),
-            "--params", str(tmp_path / "params.yaml")]
+    args = [
+        "search",
+        "--metrics",
+        str(tmp_path / "search"),
+        "--out",
+        str(tmp_path / "search.csv"),
+        "--params",
+        str(tmp_path / "params.yaml"),
+    ]
     assert main(args) == 2  # trial 1 has no metrics: refused, naming the file and the command that writes it
     assert not (tmp_path / "search.csv").exists()
     write_trial(tmp_path / "search", 1, dev_cer=[0.2, 0.2], cer=[0.9, 0.9])
@@ -141,7 +181,7 @@ def test_snakemake_plans_each_trial_like_the_grid_with_its_settings(project: Pat
     for job in by_rule["search_evaluate"]:
         assert job["shellcmd"].lstrip().startswith("asrflow evaluate ")
     search = by_rule["search"][0]
-    assert {p for p in search["input"] if p.startswith("src/")} == imported_code("asrflow.search")
+    assert {p for p in search["input"] if p.startswith("src/")} == set(stages.code_files("search"))
     assert search["params"] == [config.select(params, config.stage_keys("search"))]
     assert not [j for j in snakemake_jobs(project) if j["rule"].startswith("search")]
 

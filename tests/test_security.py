@@ -10,23 +10,26 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
+from conftest import ROOT
+from corpus_fixtures import WRITERS, Row, tone
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 from transformers.models.wav2vec2.modeling_wav2vec2 import WAV2VEC2_ADAPTER_PT_FILE, WAV2VEC2_ADAPTER_SAFE_FILE
 
 from asrflow import config, methods
-from asrflow.corpus import import_corpus
+from asrflow.checkpoint import Base, describe
 from asrflow.errors import AsrflowError
+from asrflow.import_ import import_corpus
 from asrflow.io import write_json
 from asrflow.manifest import ManifestError, Rejects
-from asrflow.checkpoint import Base, describe
 from asrflow.methods.lora import PEFT_DIR, load_peft
-
-from conftest import ROOT
-from corpus_fixtures import WRITERS, Row, tone
 
 SOURCES = sorted((ROOT / "src" / "asrflow").rglob("*.py"))
 # What reads a user's corpus never starts a process (a Kaldi `wav.scp` command is refused, not run).
-CORPUS_READERS = [*sorted((ROOT / "src/asrflow/corpus").glob("*.py")), ROOT / "src/asrflow/audio.py"]
+CORPUS_READERS = [
+    *sorted((ROOT / "src/asrflow/corpus").glob("*.py")),
+    ROOT / "src/asrflow/audio.py",
+    ROOT / "src/asrflow/resample.py",
+]
 UNPICKLERS = {"pickle", "cPickle", "dill", "joblib", "marshal", "shelve", "cloudpickle"}
 UNSAFE_YAML = {"load", "unsafe_load", "full_load", "load_all", "unsafe_load_all", "full_load_all"}
 # Loaders of JSON/text files only: a config, a processor's tokenizer and feature extractor.
@@ -63,8 +66,9 @@ def test_sources_never_unpickle_run_remote_code_or_load_unsafe_yaml() -> None:
                 problems.append(f"{where}:{node.value.lineno}: trust_remote_code")
             if isinstance(node, ast.Call):
                 name = _name(node.func)
-                if name in {"torch.load", "eval", "exec", "os.system", "os.popen"} or \
-                        name in {f"yaml.{f}" for f in UNSAFE_YAML}:
+                if name in {"torch.load", "eval", "exec", "os.system", "os.popen"} or name in {
+                    f"yaml.{f}" for f in UNSAFE_YAML
+                }:
                     problems.append(f"{where}:{node.lineno}: {name}")
     assert not problems, problems
 
@@ -97,11 +101,21 @@ def test_params_yaml_cannot_build_python_objects(tmp_path: Path) -> None:
 
 # --- pickled weights are refused, not loaded -----------------------------------------------------------------------
 
+
 def tiny_model(adapters: bool = False) -> Wav2Vec2ForCTC:
-    config_ = Wav2Vec2Config(vocab_size=6, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                             intermediate_size=32, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
-                             num_conv_pos_embedding_groups=2, do_stable_layer_norm=True, feat_extract_norm="layer",
-                             adapter_attn_dim=4 if adapters else None)
+    config_ = Wav2Vec2Config(
+        vocab_size=6,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        do_stable_layer_norm=True,
+        feat_extract_norm="layer",
+        adapter_attn_dim=4 if adapters else None,
+    )
     return Wav2Vec2ForCTC(config_)
 
 
@@ -121,7 +135,7 @@ def test_a_pickled_mms_adapter_is_refused_and_a_safetensors_one_loads(tmp_path: 
     model = tiny_model(adapters=True)
     methods.get("adapter").save(model, tmp_path, "xx")
     assert methods.get("adapter").load(tmp_path, "xx").target_lang == "xx"
-    adapter = (tmp_path / WAV2VEC2_ADAPTER_SAFE_FILE.format("xx"))
+    adapter = tmp_path / WAV2VEC2_ADAPTER_SAFE_FILE.format("xx")
     torch.save(dict(model._get_adapters().items()), tmp_path / WAV2VEC2_ADAPTER_PT_FILE.format("xx"))
     adapter.unlink()
     with pytest.raises(AsrflowError, match=rf"{adapter.name}: not found; asrflow loads weights from safetensors only"):
@@ -139,6 +153,7 @@ def test_a_pickled_lora_adapter_is_refused(tmp_path: Path) -> None:
 
 # --- corpus paths stay inside the corpus folder --------------------------------------------------------------------
 
+
 @pytest.fixture
 def outside(tmp_path: Path) -> Path:
     """A real audio file next to (not inside) the corpus folder, so a refusal is never just a missing file."""
@@ -148,8 +163,9 @@ def outside(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("fmt", list(WRITERS))
 @pytest.mark.parametrize("kind", ["parent", "absolute"])
-def test_every_importer_refuses_a_path_out_of_the_corpus_even_when_skipping(tmp_path: Path, outside: Path,
-                                                                            fmt: str, kind: str) -> None:
+def test_every_importer_refuses_a_path_out_of_the_corpus_even_when_skipping(
+    tmp_path: Path, outside: Path, fmt: str, kind: str
+) -> None:
     root = tmp_path / "corpus"
     # Common Voice paths are inside clips/, ELAN's relative to the eaf: each needs one more ../ to get out.
     up = "../" * (1 + (fmt == "commonvoice"))

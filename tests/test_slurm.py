@@ -19,10 +19,9 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import BIN, ROOT, check_summary, copy_project, run, snakemake_jobs, tiny_params, write_params
 from snakemake_executor_plugin_slurm.submit_string import get_submit_command
 from snakemake_executor_plugin_slurm.utils import set_gres_string
-
-from conftest import BIN, ROOT, check_summary, copy_project, run, snakemake_jobs, tiny_params, write_params
 
 SCRIPT = ROOT / "scripts" / "slurm_local.sh"
 PROFILE = "workflow/profiles/slurm"
@@ -35,6 +34,7 @@ K = 2
 
 # --- what the plugin asks sbatch for (no cluster needed) ---------------------------------------------------------
 
+
 class _Resources(dict):
     """A job's resources as the plugin reads them: `resources.get("gpu")` and `resources.mem_mb` alike."""
 
@@ -44,8 +44,14 @@ class _Resources(dict):
 def sbatch_options(job: dict[str, Any]) -> str:
     """The sbatch command line snakemake-executor-plugin-slurm builds for `job` (a conftest.snakemake_jobs entry)."""
     submitted = _Resources(resources=_Resources(job["resources"]), threads=job["threads"])
-    params = {"run_uuid": "run", "slurm_logfile": "slurm.log", "comment_str": f"rule_{job['rule']}",
-              "account": "", "partition": "", "workdir": ""}
+    params = {
+        "run_uuid": "run",
+        "slurm_logfile": "slurm.log",
+        "comment_str": f"rule_{job['rule']}",
+        "account": "",
+        "partition": "",
+        "workdir": "",
+    }
     return get_submit_command(submitted, params) + set_gres_string(submitted)
 
 
@@ -78,9 +84,11 @@ def test_training_asks_for_its_gpus_and_every_retry_for_more_memory(tmp_path: Pa
 
 # --- the tiny pipeline on a real SLURM cluster ---------------------------------------------------------------------
 
+
 def can_be_root() -> bool:
-    return os.geteuid() == 0 or (shutil.which("sudo") is not None
-                                 and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0)
+    return os.geteuid() == 0 or (
+        shutil.which("sudo") is not None and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0
+    )
 
 
 def recorded_daemons(state: Path) -> dict[str, int]:
@@ -164,9 +172,19 @@ SACCT_FIELDS = ["JobIDRaw", "Comment", "State", "Account", "Partition", "NodeLis
 
 def sacct_jobs(run_id: str, since: datetime) -> list[dict[str, str]]:
     """The accounting database's record of every job named `run_id` (the plugin names a run's jobs by its run ID)."""
-    proc = run(["sacct", "-X", "--parsable2", "--noheader", f"--name={run_id}",
-                f"--starttime={since:%Y-%m-%dT%H:%M:%S}", "--endtime=now",
-                f"--format={','.join(SACCT_FIELDS)}"], ROOT)
+    proc = run(
+        [
+            "sacct",
+            "-X",
+            "--parsable2",
+            "--noheader",
+            f"--name={run_id}",
+            f"--starttime={since:%Y-%m-%dT%H:%M:%S}",
+            "--endtime=now",
+            f"--format={','.join(SACCT_FIELDS)}",
+        ],
+        ROOT,
+    )
     return [dict(zip(SACCT_FIELDS, line.split("|", len(SACCT_FIELDS) - 1))) for line in proc.stdout.splitlines()]
 
 
@@ -179,8 +197,11 @@ def test_tiny_pipeline_runs_as_sbatch_jobs_through_the_profile(slurm_cluster: Pa
     planned = sorted(slurm_comment(job) for job in snakemake_jobs(project, targets=(TARGET,)))
     since = datetime.now() - timedelta(minutes=1)
     # The first status check 2 s after a submission, not the profile's 40 s: the tiny jobs take seconds.
-    proc = run([str(BIN / "snakemake"), "--profile", PROFILE, "--slurm-init-seconds-before-status-checks", "2",
-                TARGET], project, timeout=1800)
+    proc = run(
+        [str(BIN / "snakemake"), "--profile", PROFILE, "--slurm-init-seconds-before-status-checks", "2", TARGET],
+        project,
+        timeout=1800,
+    )
     check_summary(project, METHODS, k=K)
 
     run_id = re.search(r"SLURM run ID: (\S+)", proc.stdout + proc.stderr).group(1)
@@ -188,6 +209,10 @@ def test_tiny_pipeline_runs_as_sbatch_jobs_through_the_profile(slurm_cluster: Pa
     assert sorted(job["Comment"] for job in jobs) == planned, "one sbatch job per pipeline job, none run locally"
     for job in jobs:
         assert job["SubmitLine"].startswith("sbatch "), job
-        assert (job["State"], job["Account"], job["Partition"], job["NodeList"]) == \
-            ("COMPLETED", ACCOUNT, PARTITION, "localhost"), job
+        assert (job["State"], job["Account"], job["Partition"], job["NodeList"]) == (
+            "COMPLETED",
+            ACCOUNT,
+            PARTITION,
+            "localhost",
+        ), job
         assert Path(job["WorkDir"]) == project, job

@@ -10,13 +10,14 @@ import soundfile as sf
 import yaml
 
 from asrflow import config
-from asrflow.audio import resample
 from asrflow.augment import augment
-from asrflow.folds import FoldError, split, write_folds
 from asrflow.io import read_json
-from asrflow.manifest import BadItemError, ManifestError, Rejects, Utterance, read_manifest, write_manifest
-from asrflow.text import normalise, normalise_all
 from asrflow.loop import training_set
+from asrflow.manifest import BadItemError, ManifestError, Rejects, Utterance, read_manifest, write_manifest
+from asrflow.normalize import normalise_all
+from asrflow.resample import resample
+from asrflow.split import FoldError, split, write_folds
+from asrflow.transcripts import normalise
 
 TEXT = {"unicode": "NFC", "lowercase": True, "remove": ",.?[]^-\\"}
 AUDIO = {"sample_rate": 16000, "min_seconds": 0.3, "max_seconds": 20.0, "on_bad_audio": "error", "too_long": "reject"}
@@ -29,6 +30,7 @@ def tone(seconds: float, rate: int, channels: int = 1) -> np.ndarray:
 
 
 # --- params ----------------------------------------------------------------------------------------------------
+
 
 def test_params_file_is_valid() -> None:
     config.load_all("params.yaml")
@@ -59,11 +61,14 @@ def test_stage_sees_only_its_declared_keys() -> None:
     view = config.load_stage("params.yaml", "train", "full")
     assert set(view) == {"train", "augment", "corpus", "model"}
     assert set(view["augment"]) == {"mask_time_prob", "mask_time_length"}
-    assert view["model"] == {"base_language": None}, "not model.base: a changed base re-runs pretrain, which re-runs this"
+    assert view["model"] == {"base_language": None}, (
+        "not model.base: a changed base re-runs pretrain, which re-runs this"
+    )
     assert "full" in view["train"] and "evaluate" not in view
 
 
 # --- manifests and text ----------------------------------------------------------------------------------------
+
 
 def test_manifest_round_trip_and_duplicate_rows(tmp_path) -> None:
     utts = [Utterance("a", "x.wav", "s1", "ʔa ŋ", 1.5), Utterance("b", "y.wav", "s2", "", None, 0.5, 1.0, "m:3")]
@@ -89,11 +94,13 @@ def test_normalisation_composes_lowercases_and_removes_literally() -> None:
 
 def test_transcript_empty_after_normalisation_names_the_row() -> None:
     with pytest.raises(BadItemError, match=r"metadata\.csv:7: transcript '\?\.' is empty after normalisation"):
-        normalise_all([Utterance("a", "x", "s", "?.", 1.0, origin="metadata.csv:7")], TEXT,
-                      Rejects("normalize", "error"))
+        normalise_all(
+            [Utterance("a", "x", "s", "?.", 1.0, origin="metadata.csv:7")], TEXT, Rejects("normalize", "error")
+        )
 
 
 # --- folds -----------------------------------------------------------------------------------------------------
+
 
 def corpus(n_speakers: int, per_speaker: int = 4) -> list[Utterance]:
     rng = np.random.default_rng(0)
@@ -156,12 +163,22 @@ def test_split_is_deterministic_and_written_atomically(tmp_path) -> None:
 
 # --- audio -----------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("rate,channels,fmt,subtype", [
-    (44100, 2, "WAV", "PCM_24"), (8000, 1, "WAV", "PCM_U8"), (48000, 1, "WAV", "FLOAT"),
-    (22050, 2, "FLAC", "PCM_16"), (32000, 1, "OGG", "VORBIS"), (16000, 1, "WAV", "PCM_16"),
-    (44100, 2, "MP3", "MPEG_LAYER_III"), (24000, 1, "MP3", "MPEG_LAYER_III"), (96000, 2, "FLAC", "PCM_24"),
-    (11025, 1, "WAV", "DOUBLE"),
-])
+
+@pytest.mark.parametrize(
+    "rate,channels,fmt,subtype",
+    [
+        (44100, 2, "WAV", "PCM_24"),
+        (8000, 1, "WAV", "PCM_U8"),
+        (48000, 1, "WAV", "FLOAT"),
+        (22050, 2, "FLAC", "PCM_16"),
+        (32000, 1, "OGG", "VORBIS"),
+        (16000, 1, "WAV", "PCM_16"),
+        (44100, 2, "MP3", "MPEG_LAYER_III"),
+        (24000, 1, "MP3", "MPEG_LAYER_III"),
+        (96000, 2, "FLAC", "PCM_24"),
+        (11025, 1, "WAV", "DOUBLE"),
+    ],
+)
 def test_resample_decodes_any_format_to_16k_mono(tmp_path, rate, channels, fmt, subtype) -> None:
     path = tmp_path / f"clip.{fmt.lower()}"
     sf.write(path, tone(1.25, rate, channels), rate, format=fmt, subtype=subtype)
@@ -188,13 +205,17 @@ def test_resample_rejects_out_of_range_clips_and_keeps_count(tmp_path) -> None:
 def test_undecodable_audio_names_file_and_row(tmp_path) -> None:
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF0000WAVEjunk")
-    with pytest.raises(BadItemError, match=r"^metadata\.csv:9: cannot decode audio .*\[.*bad\.wav\]; stopped because "
-                                           r"audio\.on_bad_audio is 'error'"):
+    with pytest.raises(
+        BadItemError,
+        match=r"^metadata\.csv:9: cannot decode audio .*\[.*bad\.wav\]; stopped because "
+        r"audio\.on_bad_audio is 'error'",
+    ):
         resample([Utterance("b", str(bad), "s", "a", origin="metadata.csv:9")], tmp_path / "out", AUDIO, cores=1)
     assert not (tmp_path / "out").exists(), "a failed stage leaves no output"
 
 
 # --- augmentation ----------------------------------------------------------------------------------------------
+
 
 def test_speed_copies_change_duration_and_only_training_copies_are_used(tmp_path) -> None:
     utts = []
@@ -218,7 +239,7 @@ def test_keys_added_later_take_their_schema_default_when_a_params_file_lacks_the
     del params["model"]["base_language"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     view = config.load_stage(tmp_path / "params.yaml", "train", "full")
-    assert {k: view["train"][k] for k in ("precision", "gradient_checkpointing", "micro_batch_seconds",
-                                          "optimizer")} == {"precision": "fp32", "gradient_checkpointing": False,
-                                                            "micro_batch_seconds": None, "optimizer": "adamw"}
+    assert {
+        k: view["train"][k] for k in ("precision", "gradient_checkpointing", "micro_batch_seconds", "optimizer")
+    } == {"precision": "fp32", "gradient_checkpointing": False, "micro_batch_seconds": None, "optimizer": "adamw"}
     assert view["model"] == {"base_language": None}

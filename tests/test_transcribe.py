@@ -17,6 +17,7 @@ import pytest
 import soundfile as sf
 import soxr
 import torch
+from conftest import stage
 from transformers import pipeline
 
 from asrflow import cli
@@ -24,8 +25,6 @@ from asrflow.audio import TARGET_RATE, load_mono, read_wav
 from asrflow.inference import load_for_inference
 from asrflow.manifest import read_manifest
 from asrflow.transcribe import HYPOTHESIS_TIER, Word, phrases
-
-from conftest import stage
 
 RECORDING_SECONDS = 180
 CHUNK_SECONDS = 20
@@ -68,8 +67,18 @@ def read_words(path: Path) -> list[Word]:
 @pytest.fixture(scope="module")
 def transcribed(tiny_run: Path, talkative: Path, recording: Path) -> Path:
     out = tiny_run / "transcripts"
-    stage(tiny_run, "transcribe", "--model", str(talkative), str(recording), "--out", str(out), "--eaf",
-          "--chunk-seconds", str(CHUNK_SECONDS))
+    stage(
+        tiny_run,
+        "transcribe",
+        "--model",
+        str(talkative),
+        str(recording),
+        "--out",
+        str(out),
+        "--eaf",
+        "--chunk-seconds",
+        str(CHUNK_SECONDS),
+    )
     return out
 
 
@@ -86,13 +95,15 @@ def test_output_covers_the_whole_recording(recording: Path, transcribed: Path) -
     assert words[-1].end > duration - 3
 
 
-def test_same_as_transformers_pipeline_on_the_decoded_audio(talkative: Path, recording: Path,
-                                                            transcribed: Path) -> None:
+def test_same_as_transformers_pipeline_on_the_decoded_audio(
+    talkative: Path, recording: Path, transcribed: Path
+) -> None:
     asr = pipeline("automatic-speech-recognition", model=str(talkative), device="cpu")
     result = asr(load_mono(recording), chunk_length_s=CHUNK_SECONDS, return_timestamps="word")
     assert (transcribed / "long.txt").read_text(encoding="utf-8") == result["text"] + "\n"
-    expected = [(c["text"], round(float(c["timestamp"][0]), 3), round(float(c["timestamp"][1]), 3))
-                for c in result["chunks"]]
+    expected = [
+        (c["text"], round(float(c["timestamp"][0]), 3), round(float(c["timestamp"][1]), 3)) for c in result["chunks"]
+    ]
     assert [(w.text, w.start, w.end) for w in read_words(transcribed / "long.csv")] == expected
 
 
@@ -111,11 +122,22 @@ def test_eaf_opens_in_pympi_with_time_aligned_phrases(recording: Path, transcrib
     assert all(end - start <= 10_000 for start, end, _ in annotations)
 
 
-def test_int8_transcribes_the_recording_like_float32(tiny_run: Path, talkative: Path, recording: Path,
-                                                     transcribed: Path) -> None:
+def test_int8_transcribes_the_recording_like_float32(
+    tiny_run: Path, talkative: Path, recording: Path, transcribed: Path
+) -> None:
     out = tiny_run / "transcripts-int8"
-    stage(tiny_run, "transcribe", "--model", str(talkative), str(recording), "--out", str(out), "--int8",
-          "--chunk-seconds", str(CHUNK_SECONDS))
+    stage(
+        tiny_run,
+        "transcribe",
+        "--model",
+        str(talkative),
+        str(recording),
+        "--out",
+        str(out),
+        "--int8",
+        "--chunk-seconds",
+        str(CHUNK_SECONDS),
+    )
     int8, fp32 = read_words(out / "long.csv"), read_words(transcribed / "long.csv")
     assert int8 and abs(int8[-1].end - fp32[-1].end) < 1.0
     # Quantisation moves a few frames' best token (1–2 % on this tiny model): the texts differ in a few characters.
@@ -130,8 +152,9 @@ def test_phrases_break_at_pauses_and_at_the_length_limit() -> None:
     assert phrases([], pause=0.5) == []
 
 
-def test_errors_name_the_file_and_the_fix(tiny_run: Path, recording: Path, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture) -> None:
+def test_errors_name_the_file_and_the_fix(
+    tiny_run: Path, recording: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     def refused(*args: str) -> str:
         """The error `asrflow transcribe` logs for `args` (it must exit with status 2)."""
         capsys.readouterr()
@@ -153,25 +176,48 @@ def test_errors_name_the_file_and_the_fix(tiny_run: Path, recording: Path, tmp_p
     assert not (tmp_path / "out").exists(), "nothing is written when an input is refused"
 
 
-def test_lm_beam_search_is_the_pipeline_with_that_decoder(tiny_run: Path, talkative: Path, recording: Path,
-                                                        tmp_path: Path) -> None:
+def test_lm_beam_search_is_the_pipeline_with_that_decoder(
+    tiny_run: Path, talkative: Path, recording: Path, tmp_path: Path
+) -> None:
     """With --lm: the pipeline with the fold's pyctcdecode decoder (on 25 s in 10 s chunks: beam search is slow)."""
     from asrflow.decode import lm_decoder
 
     excerpt = tmp_path / "excerpt.wav"
     sf.write(excerpt, load_mono(recording)[: 25 * TARGET_RATE], TARGET_RATE)
     lm = tiny_run / "data/processed/lm/fold0"
-    stage(tiny_run, "transcribe", "--model", str(talkative), str(excerpt), "--out", str(tmp_path), "--lm", str(lm),
-          "--alpha", "0.8", "--beta", "1.0", "--chunk-seconds", "10")
+    stage(
+        tiny_run,
+        "transcribe",
+        "--model",
+        str(talkative),
+        str(excerpt),
+        "--out",
+        str(tmp_path),
+        "--lm",
+        str(lm),
+        "--alpha",
+        "0.8",
+        "--beta",
+        "1.0",
+        "--chunk-seconds",
+        "10",
+    )
     model, processor = load_for_inference(talkative)
     decoder = lm_decoder(processor.tokenizer, lm)
     decoder.reset_params(alpha=0.8, beta=1.0)
-    asr = pipeline("automatic-speech-recognition", model=model, tokenizer=processor.tokenizer,
-                   feature_extractor=processor.feature_extractor, decoder=decoder, device="cpu")
+    asr = pipeline(
+        "automatic-speech-recognition",
+        model=model,
+        tokenizer=processor.tokenizer,
+        feature_extractor=processor.feature_extractor,
+        decoder=decoder,
+        device="cpu",
+    )
     assert asr.type == "ctc_with_lm"
     result = asr(load_mono(excerpt), chunk_length_s=10, return_timestamps="word")
     words = read_words(tmp_path / "excerpt.csv")
     assert words and [(w.text, w.start, w.end) for w in words] == [
-        (c["text"], round(float(c["timestamp"][0]), 3), round(float(c["timestamp"][1]), 3)) for c in result["chunks"]]
+        (c["text"], round(float(c["timestamp"][0]), 3), round(float(c["timestamp"][1]), 3)) for c in result["chunks"]
+    ]
     lm_words = set((lm / "text.txt").read_text(encoding="utf-8").split())
     assert sum(w.text in lm_words for w in words) > len(words) / 2, "beam search prefers the LM's words"

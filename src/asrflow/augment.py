@@ -41,8 +41,14 @@ def _perturb_one(job: tuple[Utterance, tuple[float, ...], str, str]) -> list[Utt
         name = f"{copy_id(utt.utt_id, factor)}.wav"
         fast = perturb(samples, factor)
         write_wav(Path(tmp_dir) / name, fast)
-        copies.append(utt.replace(utt_id=copy_id(utt.utt_id, factor), audio=str(Path(final_dir) / name),
-                                  duration=len(fast) / TARGET_RATE, origin=utt.utt_id))
+        copies.append(
+            utt.replace(
+                utt_id=copy_id(utt.utt_id, factor),
+                audio=str(Path(final_dir) / name),
+                duration=len(fast) / TARGET_RATE,
+                origin=utt.utt_id,
+            )
+        )
     return copies
 
 
@@ -55,8 +61,18 @@ def augment(utterances: list[Utterance], factors: list[float], out_dir: Path, co
             for made in tqdm(pool.imap(_perturb_one, jobs, chunksize=8), total=len(jobs), desc="speed", unit="utt"):
                 copies.extend(made)
         write_manifest(tmp / "manifest.csv", copies)
-    log.info("wrote %d speed-perturbed copies (factors %s, %.1f min)", len(copies), factors,
-             sum(c.duration for c in copies) / 60)
+    log.info(
+        "wrote %d speed-perturbed copies (factors %s, %.1f min)",
+        len(copies),
+        factors,
+        sum(c.duration for c in copies) / 60,
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`asrflow augment`'s own arguments (cli.py adds --params, --log and --threads)."""
+    parser.add_argument("--in", dest="manifest", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path, help="output folder: manifest.csv, wav/")
 
 
 def run_cli(args: argparse.Namespace) -> None:

@@ -39,9 +39,12 @@ class InputSpec:
     use_mask: bool
 
     @classmethod
-    def of(cls, feature_extractor: FeatureExtractionMixin) -> "InputSpec":
-        return cls(feature_extractor.model_input_names[0], float(feature_extractor.padding_value),
-                   bool(feature_extractor.return_attention_mask))
+    def of(cls, feature_extractor: FeatureExtractionMixin) -> InputSpec:
+        return cls(
+            feature_extractor.model_input_names[0],
+            float(feature_extractor.padding_value),
+            bool(feature_extractor.return_attention_mask),
+        )
 
 
 def model_inputs(feature_extractor: FeatureExtractionMixin, samples: np.ndarray) -> np.ndarray:
@@ -50,15 +53,26 @@ def model_inputs(feature_extractor: FeatureExtractionMixin, samples: np.ndarray)
     return np.asarray(feature_extractor(samples, sampling_rate=TARGET_RATE)[name][0], dtype=np.float32)
 
 
-def load_clips(utterances: list[Utterance], encode: Callable[[str], list[int]],
-               feature_extractor: FeatureExtractionMixin,
-               reader: Callable[[str], np.ndarray] = read_wav) -> list[Clip]:
+def load_clips(
+    utterances: list[Utterance],
+    encode: Callable[[str], list[int]],
+    feature_extractor: FeatureExtractionMixin,
+    reader: Callable[[str], np.ndarray] = read_wav,
+) -> list[Clip]:
     """Read every clip and make its model input; `encode` maps a transcript to label ids."""
     clips = []
     for utt in utterances:
         samples = reader(utt.audio)
-        clips.append(Clip(utt.utt_id, utt.speaker, utt.text, model_inputs(feature_extractor, samples),
-                          encode(utt.text), len(samples)))
+        clips.append(
+            Clip(
+                utt.utt_id,
+                utt.speaker,
+                utt.text,
+                model_inputs(feature_extractor, samples),
+                encode(utt.text),
+                len(samples),
+            )
+        )
     return clips
 
 

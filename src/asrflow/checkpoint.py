@@ -53,14 +53,18 @@ def weight_files(path: Path) -> list[Path]:
         shards = sorted(set(read_json(path / INDEX_FILE)["weight_map"].values()))
         missing = [s for s in shards if not (path / s).is_file()]
         if missing:
-            raise BaseError(f"model.base: {path / INDEX_FILE} lists {missing}, which are not in the folder; "
-                            f"download every shard")
+            raise BaseError(
+                f"model.base: {path / INDEX_FILE} lists {missing}, which are not in the folder; download every shard"
+            )
         return [path / s for s in shards]
     if (path / SINGLE_FILE).is_file():
         return [path / SINGLE_FILE]
     found = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
-    hint = f" (it holds {found[:3]}: pickled weights, which asrflow never loads; convert them to safetensors)" \
-        if found else ""
+    hint = (
+        f" (it holds {found[:3]}: pickled weights, which asrflow never loads; convert them to safetensors)"
+        if found
+        else ""
+    )
     raise BaseError(f"model.base: {path} has no {SINGLE_FILE} and no {INDEX_FILE}{hint}")
 
 
@@ -99,12 +103,16 @@ def files_sha256(paths: list[Path]) -> str:
 def describe(path: Path) -> dict:
     """Check that `path` is a checkpoint asrflow can train and describe it (what base.json records)."""
     if not (path / "config.json").is_file():
-        raise BaseError(f"model.base: {path} has no config.json; give 'demo' or a local Hugging Face checkpoint "
-                        f"directory (downloaded beforehand: nothing is fetched)")
+        raise BaseError(
+            f"model.base: {path} has no config.json; give 'demo' or a local Hugging Face checkpoint "
+            f"directory (downloaded beforehand: nothing is fetched)"
+        )
     raw = read_json(path / "config.json")
     if raw.get("model_type") not in FAMILIES:
-        raise BaseError(f"model.base: {path} is model_type {raw.get('model_type')!r}; asrflow trains CTC heads on "
-                        f"{', '.join(FAMILIES)} encoders")
+        raise BaseError(
+            f"model.base: {path} is model_type {raw.get('model_type')!r}; asrflow trains CTC heads on "
+            f"{', '.join(FAMILIES)} encoders"
+        )
     files = weight_files(path)
     config = AutoConfig.from_pretrained(path)  # a local folder: never fetched, never remote code
     vocab = read_json(path / "vocab.json") if (path / "vocab.json").is_file() else None
@@ -159,13 +167,19 @@ class Base:
         if any((self.directory / name).is_file() for name in FEATURE_EXTRACTOR_FILES):
             return AutoFeatureExtractor.from_pretrained(self.directory)
         if not self.has_conv_encoder:
-            raise BaseError(f"model.base: {self.directory} has no preprocessor_config.json; a {self.model_type} "
-                            f"model needs its own log-mel feature extractor settings: copy that file from the "
-                            f"checkpoint's original folder")
+            raise BaseError(
+                f"model.base: {self.directory} has no preprocessor_config.json; a {self.model_type} "
+                f"model needs its own log-mel feature extractor settings: copy that file from the "
+                f"checkpoint's original folder"
+            )
         # transformers' convention: layer-normed conv encoders (large/XLS-R/MMS) take a mask, group-normed do not.
-        return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                                        return_attention_mask=getattr(self.config, "feat_extract_norm", "layer")
-                                        == "layer")
+        return Wav2Vec2FeatureExtractor(
+            feature_size=1,
+            sampling_rate=16000,
+            padding_value=0.0,
+            do_normalize=True,
+            return_attention_mask=getattr(self.config, "feat_extract_norm", "layer") == "layer",
+        )
 
     def weight_files(self) -> list[Path]:
         return weight_files(self.directory)
@@ -174,11 +188,20 @@ class Base:
         """A key for features computed by the part of the model whose tensors satisfy `uses(name)` (names without
         the encoder prefix): config, feature extractor, those tensors' digests and the transformers version."""
         prefix = f"{MODEL_FOR_CTC_MAPPING[type(self.config)].base_model_prefix}."
-        digest = hashlib.sha256(json.dumps({
-            "cut": cut, "transformers": transformers.__version__, "config": self.info["config_sha256"],
-            "preprocessor": self.info["preprocessor_sha256"],
-            "tensors": {name: value for name, value in self.info["tensors"].items()
-                        if uses(strip_prefix(name, prefix))}}, sort_keys=True).encode())
+        digest = hashlib.sha256(
+            json.dumps(
+                {
+                    "cut": cut,
+                    "transformers": transformers.__version__,
+                    "config": self.info["config_sha256"],
+                    "preprocessor": self.info["preprocessor_sha256"],
+                    "tensors": {
+                        name: value for name, value in self.info["tensors"].items() if uses(strip_prefix(name, prefix))
+                    },
+                },
+                sort_keys=True,
+            ).encode()
+        )
         return digest.hexdigest()[:20]
 
     def head_vocabulary(self, language: str | None) -> tuple[dict[str, int], dict[str, torch.Tensor]] | None:
@@ -206,12 +229,15 @@ class Base:
         for name in ("special_tokens_map.json", "tokenizer_config.json"):
             if (self.directory / name).is_file():
                 settings |= {k: v for k, v in read_json(self.directory / name).items() if isinstance(v, str)}
-        return {"pad": settings.get("pad_token", "<pad>"), "word_delimiter": settings.get("word_delimiter_token", "|"),
-                "unk": settings.get("unk_token", "<unk>")}
+        return {
+            "pad": settings.get("pad_token", "<pad>"),
+            "word_delimiter": settings.get("word_delimiter_token", "|"),
+            "unk": settings.get("unk_token", "<unk>"),
+        }
 
 
 def strip_prefix(name: str, prefix: str) -> str:
-    return name[len(prefix):] if name.startswith(prefix) else name
+    return name[len(prefix) :] if name.startswith(prefix) else name
 
 
 def open_base(base_dir: str | Path) -> Base:

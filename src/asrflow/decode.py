@@ -21,9 +21,9 @@ from pyctcdecode.language_model import load_unigram_set_from_arpa
 from transformers import PreTrainedTokenizerBase, ProcessorMixin
 
 from asrflow.batching import Clip, InputSpec
-from asrflow.lm import ARPA_FILE, BINARY_FILE, LMError
-from asrflow.model import clip_logits, greedy_decode
 from asrflow.metrics import error_rates
+from asrflow.model import audio_logits, clip_logits, greedy_texts
+from asrflow.ngram import ARPA_FILE, BINARY_FILE, LMError
 
 
 def decoder_labels(tokenizer: PreTrainedTokenizerBase) -> list[str]:
@@ -31,8 +31,9 @@ def decoder_labels(tokenizer: PreTrainedTokenizerBase) -> list[str]:
     vocab = tokenizer.get_vocab()
     by_id = sorted(vocab, key=vocab.__getitem__)
     if [vocab[token] for token in by_id] != list(range(len(vocab))):
-        raise LMError(f"the tokenizer's ids are not 0…{len(vocab) - 1} without gaps; a CTC decoder needs one label "
-                      f"per output id")
+        raise LMError(
+            f"the tokenizer's ids are not 0…{len(vocab) - 1} without gaps; a CTC decoder needs one label per output id"
+        )
     special = {tokenizer.pad_token: "", tokenizer.word_delimiter_token: " ", tokenizer.unk_token: UNK_TOKEN}
     labels = [special.get(token, token) for token in by_id]
     # pyctcdecode re-reads labels by heuristics (e.g. "##x" or "▁x" make it a BPE alphabet): refuse any change.
@@ -56,15 +57,12 @@ def lm_decoder(tokenizer: PreTrainedTokenizerBase, lm_dir: Path) -> BeamSearchDe
 
 def frame_logits(model: torch.nn.Module, clips: list[Clip], spec: InputSpec, batch_seconds: float) -> list[np.ndarray]:
     """Per clip, in clip order, the CTC head's float32 logits over its own frames (padding frames cut off)."""
-    logits: list[np.ndarray] = [np.empty(0)] * len(clips)
-    for index, row, frames in clip_logits(model, clips, spec, batch_seconds):
-        logits[index] = row[:frames].float().cpu().numpy()
-    return logits
+    return [row.float().cpu().numpy() for row in clip_logits(model, clips, batch_seconds, audio_logits(model, spec))]
 
 
 def greedy_transcripts(logits: Sequence[np.ndarray], processor: ProcessorMixin) -> list[str]:
-    """Best-path transcripts (asrflow.model.greedy_decode) of logits already computed, clip by clip."""
-    return [greedy_decode(torch.from_numpy(x)[None], torch.tensor([len(x)]), processor)[0] for x in logits]
+    """Best-path transcripts (asrflow.model.greedy_texts) of logits already computed, clip by clip."""
+    return greedy_texts([torch.from_numpy(x) for x in logits], processor)
 
 
 def beam_decode(decoder: BeamSearchDecoderCTC, logits: Sequence[np.ndarray], beam_width: int) -> list[str]:
@@ -72,8 +70,9 @@ def beam_decode(decoder: BeamSearchDecoderCTC, logits: Sequence[np.ndarray], bea
     return [decoder.decode(torch.log_softmax(torch.from_numpy(x), -1).numpy(), beam_width=beam_width) for x in logits]
 
 
-def tune(decoder: BeamSearchDecoderCTC, logits: Sequence[np.ndarray], references: list[str],
-         decode_cfg: dict) -> pd.DataFrame:
+def tune(
+    decoder: BeamSearchDecoderCTC, logits: Sequence[np.ndarray], references: list[str], decode_cfg: dict
+) -> pd.DataFrame:
     """Dev CER/WER for every (alpha, beta) of the grid, best first (ties: grid order); the decoder keeps the best."""
     rows = []
     for alpha, beta in itertools.product(decode_cfg["alpha"], decode_cfg["beta"]):

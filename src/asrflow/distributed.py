@@ -58,8 +58,11 @@ def mean(value: float) -> float:
     """The mean of `value` over processes (NaN-aware: a process with an empty shard reports NaN)."""
     if world_size() == 1:
         return value
-    pair = torch.tensor([0.0 if value != value else value, 0.0 if value != value else 1.0], dtype=torch.float64,
-                        device=_collective_device())
+    pair = torch.tensor(
+        [0.0 if value != value else value, 0.0 if value != value else 1.0],
+        dtype=torch.float64,
+        device=_collective_device(),
+    )
     dist.all_reduce(pair, op=dist.ReduceOp.SUM)
     return float(pair[0] / pair[1]) if pair[1] else float("nan")
 

@@ -24,13 +24,13 @@ import torch
 import yaml
 from transformers import AutoProcessor, ProcessorMixin
 
-from asrflow import config, methods
+from asrflow import cards, config, methods
 from asrflow.batching import InputSpec, load_clips
 from asrflow.decode import beam_decode, frame_logits, greedy_transcripts, lm_decoder, tune
 from asrflow.io import atomic_path, read_json, write_json
 from asrflow.manifest import Utterance, read_manifest
-from asrflow.model import autocast, compute_device, model_device
 from asrflow.metrics import error_rates
+from asrflow.model import autocast, compute_device, model_device
 
 log = logging.getLogger(__name__)
 
@@ -59,47 +59,46 @@ def per_speaker(rows: pd.DataFrame) -> pd.DataFrame:
 
 def score_rows(metrics: dict) -> str:
     """The card's test-score rows: greedy, and LM beam search if evaluation did it (the LM is not published)."""
-    rows = [f"| test CER / WER (greedy) | {metrics['cer']:.4f} / {metrics['wer']:.4f} on {metrics['n_utts']} "
-            f"utterances |"]
+    rows = [
+        f"| test CER / WER (greedy) | {metrics['cer']:.4f} / {metrics['wer']:.4f} on {metrics['n_utts']} utterances |"
+    ]
     if "cer_lm" in metrics:
-        rows.append(f"| test CER / WER with the fold's word n-gram LM (beam search; LM not included here) | "
-                    f"{metrics['cer_lm']:.4f} / {metrics['wer_lm']:.4f} (alpha {metrics['lm_alpha']:g}, beta "
-                    f"{metrics['lm_beta']:g}, tuned on the dev speakers) |")
+        rows.append(
+            f"| test CER / WER with the fold's word n-gram LM (beam search; LM not included here) | "
+            f"{metrics['cer_lm']:.4f} / {metrics['wer_lm']:.4f} (alpha {metrics['lm_alpha']:g}, beta "
+            f"{metrics['lm_beta']:g}, tuned on the dev speakers) |"
+        )
     return "\n".join(rows)
 
 
 def model_card(info: dict, metrics: dict) -> str:
+    """The published fold model's README.md: metadata (asrflow.cards) with the test scores, and what was trained on
+    what."""
     name = f"asrflow-{info['method']}-fold{info['fold']}"
-    lm_metrics = [{"type": kind, "value": metrics[f"{kind}_lm"], "name": f"Test {kind.upper()} (n-gram LM)"}
-                  for kind in ("cer", "wer") if f"{kind}_lm" in metrics]
-    index = [{"name": name, "results": [{
-        "task": {"type": "automatic-speech-recognition", "name": "Speech Recognition"},
-        "dataset": {"type": "asrflow-corpus", "name": f"{info['language']} corpus, fold {info['fold']} test speakers",
-                    "split": "test", "args": {"speakers": metrics["test_speakers"]}},
-        "metrics": [{"type": "cer", "value": metrics["cer"], "name": "Test CER (greedy)"},
-                    {"type": "wer", "value": metrics["wer"], "name": "Test WER (greedy)"}, *lm_metrics]}]}]
-    header = {"language": [info["language"]], "tags": ["automatic-speech-recognition", "wav2vec2", "asrflow",
-                                                        info["method"]],
-              "base_model": info["base"], "library_name": "transformers", "pipeline_tag":
-              "automatic-speech-recognition", "model-index": index}
+    model_type = info.get("base_model_type", "wav2vec2")
+    dataset = f"{info['language']} corpus, fold {info['fold']} test speakers"
+    speakers = {"speakers": metrics["test_speakers"]}
+    results = [
+        cards.score(kind, metrics[f"{kind}{suffix}"], f"Test {kind.upper()} ({label})", dataset, speakers)
+        for suffix, label in (("", "greedy"), ("_lm", "n-gram LM"))
+        for kind in ("cer", "wer")
+        if f"{kind}{suffix}" in metrics
+    ]
     settings = yaml.safe_dump(info["settings"], allow_unicode=True, sort_keys=True)
-    return f"""---
-{yaml.safe_dump(header, allow_unicode=True, sort_keys=False)}---
+    body = f"""# {name}
 
-# {name}
-
-A wav2vec2 CTC model for `{info['language']}` made by [asrflow](https://example.invalid/asrflow) with the
-**{info['method']}** method from `{info['base']}`, on cross-validation fold {info['fold']}.
+A {model_type} CTC model for `{info["language"]}`, trained with asrflow's **{info["method"]}** method from the
+base checkpoint `{info["base"]}` on cross-validation fold {info["fold"]}.
 
 | | |
 |---|---|
-| test speakers (never seen in training) | {', '.join(metrics['test_speakers'])} |
-| dev speakers (early stopping; LM weights) | {', '.join(metrics['dev_speakers'])} |
+| test speakers (never seen in training) | {", ".join(metrics["test_speakers"])} |
+| dev speakers (early stopping; LM weights) | {", ".join(metrics["dev_speakers"])} |
 {score_rows(metrics)}
-| dev CER at the best epoch | {info['dev_cer']:.4f} (epoch {info['best_epoch']} of {info['epochs_run']}) |
-| training audio | {info['train_audio_seconds'] / 60:.1f} min (speed-perturbed copies included) |
-| trainable / total parameters | {info['trainable_params']:,} / {info['total_params']:,} |
-| training time | {info['train_seconds']:.0f} s |
+| dev CER at the best epoch | {info["dev_cer"]:.4f} (epoch {info["best_epoch"]} of {info["epochs_run"]}) |
+| training audio | {info["train_audio_seconds"] / 60:.1f} min (speed-perturbed copies included) |
+| trainable / total parameters | {info["trainable_params"]:,} / {info["total_params"]:,} |
+| training time | {info["train_seconds"]:.0f} s |
 
 ## Training settings
 ```yaml
@@ -109,7 +108,11 @@ A wav2vec2 CTC model for `{info['language']}` made by [asrflow](https://example.
 Scores are from one fold of a speaker-independent cross-validation on a small corpus: expect a large spread across
 speakers (see the per-fold table in the project's results/summary.md). Transcripts follow the corpus' own
 normalisation; characters never seen in this fold's training text cannot be produced.
+
+## License
+{cards.LICENSE_NOTE}
 """
+    return cards.render(cards.card_data(name, info["language"], info["method"], model_type, results), body)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -133,17 +136,25 @@ def publish(model_dir: Path, publish_dir: Path, card: str) -> None:
         (tmp / "README.md").write_text(card, encoding="utf-8")
 
 
-def logits_of(model: torch.nn.Module, processor: ProcessorMixin, utterances: list[Utterance], eval_cfg: dict,
-              precision: str) -> list[np.ndarray]:
+def logits_of(
+    model: torch.nn.Module, processor: ProcessorMixin, utterances: list[Utterance], eval_cfg: dict, precision: str
+) -> list[np.ndarray]:
     """Frame logits of `utterances`, in the precision the model was trained in (train.precision)."""
     clips = load_clips(utterances, lambda text: [], processor.feature_extractor)
     with autocast(precision, model_device(model)):
         return frame_logits(model, clips, InputSpec.of(processor.feature_extractor), eval_cfg["batch_seconds"])
 
 
-def tune_and_decode(model: torch.nn.Module, processor: ProcessorMixin, fold_dir: Path, lm_dir: Path,
-                    test_logits: list[np.ndarray], eval_cfg: dict, decode_cfg: dict,
-                    precision: str) -> tuple[pd.DataFrame, list[str]]:
+def tune_and_decode(
+    model: torch.nn.Module,
+    processor: ProcessorMixin,
+    fold_dir: Path,
+    lm_dir: Path,
+    test_logits: list[np.ndarray],
+    eval_cfg: dict,
+    decode_cfg: dict,
+    precision: str,
+) -> tuple[pd.DataFrame, list[str]]:
     """The alpha/beta grid scored on the fold's dev speakers, and the test transcripts with the best pair."""
     decoder = lm_decoder(processor.tokenizer, lm_dir)
     dev = read_manifest(fold_dir / "dev.csv")
@@ -151,29 +162,61 @@ def tune_and_decode(model: torch.nn.Module, processor: ProcessorMixin, fold_dir:
     return grid, beam_decode(decoder, test_logits, decode_cfg["beam_width"])
 
 
-def evaluate(fold_dir: Path, model_dir: Path, method_name: str, eval_cfg: dict, decode_cfg: dict, lm_dir: Path,
-             out_dir: Path, publish_dir: Path) -> dict:
+def evaluate(
+    fold_dir: Path,
+    model_dir: Path,
+    method_name: str,
+    eval_cfg: dict,
+    decode_cfg: dict,
+    lm_dir: Path,
+    out_dir: Path,
+    publish_dir: Path,
+) -> dict:
     info = read_json(model_dir / "training.json")
     precision = info.get("loop", {}).get("precision", "fp32")
     processor = AutoProcessor.from_pretrained(model_dir)
     model = methods.get(method_name).load(model_dir, info["language"]).to(compute_device())
     utterances = read_manifest(fold_dir / "test.csv")
     logits = logits_of(model, processor, utterances, eval_cfg, precision)  # once, for greedy and LM decoding
-    rows = pd.DataFrame({"utt_id": [u.utt_id for u in utterances], "speaker": [u.speaker for u in utterances],
-                         "reference": [u.text for u in utterances],
-                         "hypothesis": greedy_transcripts(logits, processor)})
+    rows = pd.DataFrame(
+        {
+            "utt_id": [u.utt_id for u in utterances],
+            "speaker": [u.speaker for u in utterances],
+            "reference": [u.text for u in utterances],
+            "hypothesis": greedy_transcripts(logits, processor),
+        }
+    )
     rows["cer"] = utterance_cer(rows, "hypothesis")
     if decode_cfg["beam"]:
-        grid, rows["hypothesis_lm"] = tune_and_decode(model, processor, fold_dir, lm_dir, logits, eval_cfg,
-                                                      decode_cfg, precision)
+        grid, rows["hypothesis_lm"] = tune_and_decode(
+            model, processor, fold_dir, lm_dir, logits, eval_cfg, decode_cfg, precision
+        )
         rows["cer_lm"] = utterance_cer(rows, "hypothesis_lm")
     speakers = read_json(fold_dir.parent / "folds.json")[fold_dir.name]["speakers"]
-    metrics = {**{k: info[k] for k in ("method", "fold", "trainable_params", "total_params", "train_seconds",
-                                       "train_audio_seconds", "best_epoch", "dev_cer")},
-               **score(rows), "test_speakers": speakers["test"], "dev_speakers": speakers["dev"]}
+    metrics = {
+        **{
+            k: info[k]
+            for k in (
+                "method",
+                "fold",
+                "trainable_params",
+                "total_params",
+                "train_seconds",
+                "train_audio_seconds",
+                "best_epoch",
+                "dev_cer",
+            )
+        },
+        **score(rows),
+        "test_speakers": speakers["test"],
+        "dev_speakers": speakers["dev"],
+    }
     if decode_cfg["beam"]:
-        metrics |= {"lm_alpha": float(grid.at[0, "alpha"]), "lm_beta": float(grid.at[0, "beta"]),
-                    "dev_cer_lm": float(grid.at[0, "dev_cer"])}
+        metrics |= {
+            "lm_alpha": float(grid.at[0, "alpha"]),
+            "lm_beta": float(grid.at[0, "beta"]),
+            "dev_cer_lm": float(grid.at[0, "dev_cer"]),
+        }
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         rows.to_csv(tmp / "hypotheses.csv", index=False)
@@ -182,15 +225,49 @@ def evaluate(fold_dir: Path, model_dir: Path, method_name: str, eval_cfg: dict, 
             grid.to_csv(tmp / "lm_tuning.csv", index=False)
         write_json(tmp / "metrics.json", metrics)
     publish(model_dir, publish_dir, model_card(info, metrics))
-    log.info("%s fold %d: test CER %.4f, WER %.4f on %d utterances of %s", method_name, info["fold"], metrics["cer"],
-             metrics["wer"], metrics["n_utts"], ", ".join(speakers["test"]))
+    log.info(
+        "%s fold %d: test CER %.4f, WER %.4f on %d utterances of %s",
+        method_name,
+        info["fold"],
+        metrics["cer"],
+        metrics["wer"],
+        metrics["n_utts"],
+        ", ".join(speakers["test"]),
+    )
     if decode_cfg["beam"]:
-        log.info("with the fold's n-gram LM (alpha %g, beta %g, dev CER %.4f): test CER %.4f, WER %.4f",
-                 metrics["lm_alpha"], metrics["lm_beta"], metrics["dev_cer_lm"], metrics["cer_lm"], metrics["wer_lm"])
+        log.info(
+            "with the fold's n-gram LM (alpha %g, beta %g, dev CER %.4f): test CER %.4f, WER %.4f",
+            metrics["lm_alpha"],
+            metrics["lm_beta"],
+            metrics["dev_cer_lm"],
+            metrics["cer_lm"],
+            metrics["wer_lm"],
+        )
     return metrics
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`asrflow evaluate`'s own arguments (cli.py adds --params, --log and --threads)."""
+    parser.add_argument("--fold", required=True, type=int)
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--folds", required=True, type=Path)
+    parser.add_argument("--model", required=True, type=Path)
+    parser.add_argument(
+        "--out", required=True, type=Path, help="output folder: metrics.json, hypotheses.csv, speakers.csv"
+    )
+    parser.add_argument("--publish", required=True, type=Path, help="model folder with its model card")
+    parser.add_argument("--lm", required=True, type=Path, help="the fold's `asrflow lm` folder (used if decode.beam)")
 
 
 def run_cli(args: argparse.Namespace) -> None:
     params = config.load_stage(args.params, "evaluate")
-    evaluate(args.folds / f"fold{args.fold}", args.model, args.method, params["evaluate"], params["decode"], args.lm,
-             args.out, args.publish)
+    evaluate(
+        args.folds / f"fold{args.fold}",
+        args.model,
+        args.method,
+        params["evaluate"],
+        params["decode"],
+        args.lm,
+        args.out,
+        args.publish,
+    )

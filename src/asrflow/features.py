@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from asrflow.batching import Clip, InputSpec, pad_labels, sequential_batches
+from asrflow.batching import Clip, InputSpec, pad_labels
 from asrflow.checkpoint import Base
 from asrflow.io import atomic_path
-from asrflow.model import greedy_decode, model_device, on_model_device, output_lengths
+from asrflow.model import clip_logits, greedy_texts, model_device, on_model_device, output_lengths
 
 CACHE_ENV = "ASRFLOW_CACHE"
 DEFAULT_CACHE = Path("data/cache/features")
@@ -150,17 +150,11 @@ class ConvCachedTask:
     def loss(self, clips: list[FeatureClip]) -> torch.Tensor:
         return self._forward(clips, labels=pad_labels([c.labels for c in clips])).loss
 
+    def _batch_logits(self, clips: list[FeatureClip]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._forward(clips).logits, output_lengths(self.model, sample_mask(clips))
+
     def transcribe(self, clips: list[FeatureClip], batch_seconds: float) -> list[str]:
-        self.model.eval()
-        hypotheses = [""] * len(clips)
-        with torch.inference_mode():
-            for batch_ids in sequential_batches([c.n_samples for c in clips], batch_seconds):
-                batch = [clips[i] for i in batch_ids]
-                logits = self._forward(batch).logits
-                lengths = output_lengths(self.model, sample_mask(batch))
-                for index, text in zip(batch_ids, greedy_decode(logits, lengths, self.processor)):
-                    hypotheses[index] = text
-        return hypotheses
+        return greedy_texts(clip_logits(self.model, clips, batch_seconds, self._batch_logits), self.processor)
 
     def train(self) -> None:
         self.model.train()

@@ -22,10 +22,11 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """An int8 copy of `model` (Linear layers dynamically quantised); `model` itself stays float32."""
     with warnings.catch_warnings():
         # The deprecation notices repeat on every call and say nothing the module docstring does not.
-        warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated", category=DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", message=r".*torch\.ao\.quantization is deprecated", category=DeprecationWarning
+        )
         warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*are deprecated", category=UserWarning)
-        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).eval(), {torch.nn.Linear},
-                                                      dtype=torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).eval(), {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def serialized_bytes(model: torch.nn.Module) -> int:

@@ -1,4 +1,5 @@
-"""Atomic writes: a stage's outputs appear complete or not at all, so neither engine ever accepts a half-written file."""
+"""Atomic writes: a stage's outputs appear complete or not at all, so neither engine ever accepts a half-written
+file."""
 
 from __future__ import annotations
 

@@ -20,20 +20,15 @@ import sys
 from pathlib import Path
 
 from asrflow import config
-from asrflow.errors import AsrflowError
 from asrflow.io import atomic_path, write_json
 from asrflow.manifest import read_manifest
+from asrflow.ngram import ARPA_FILE, BINARY_FILE, INFO_FILE, TEXT_FILE, LMError
 
 log = logging.getLogger(__name__)
 
-TEXT_FILE, ARPA_FILE, BINARY_FILE, INFO_FILE = "text.txt", "lm.arpa", "lm.bin", "lm.json"
 # lmplz sizes its sort buffers up front (default: 80 % of RAM); a fold's transcripts need a few MB. 256M leaves room
 # for its vocabulary hash (~25 MB at the default estimate) and for jobs running side by side.
 SORT_MEMORY = "256M"
-
-
-class LMError(AsrflowError):
-    """The language model cannot be built or used; the message names the file and the fix."""
 
 
 def kenlm_tool(name: str) -> str:
@@ -41,8 +36,10 @@ def kenlm_tool(name: str) -> str:
     search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     found = shutil.which(name, path=search)
     if found is None:
-        raise LMError(f"KenLM's {name} is not installed; run `bash scripts/install_kenlm.sh .venv` (part of "
-                      f"`make setup`), or set decode.beam: false in params.yaml to decode greedily only")
+        raise LMError(
+            f"KenLM's {name} is not installed; run `bash scripts/install_kenlm.sh .venv` (part of "
+            f"`make setup`), or set decode.beam: false in params.yaml to decode greedily only"
+        )
     return found
 
 
@@ -57,34 +54,69 @@ def training_sentences(train_csv: Path) -> list[str]:
     sentences = [" ".join(u.text.split()) for u in read_manifest(train_csv)]
     sentences = [s for s in sentences if s]
     if not sentences:
-        raise LMError(f"{train_csv}: no training transcript to build a language model from; check the corpus, or "
-                      f"set decode.beam: false")
+        raise LMError(
+            f"{train_csv}: no training transcript to build a language model from; check the corpus, or "
+            f"set decode.beam: false"
+        )
     return sentences
 
 
 def build_lm(train_csv: Path, decode_cfg: dict, out_dir: Path) -> dict:
     """Write `out_dir` with the fold's n-gram LM (or only its info when decode.beam is false); return the info."""
     sentences = training_sentences(train_csv)
-    info = {"built": decode_cfg["beam"], "order": decode_cfg["lm_order"], "source": str(train_csv),
-            "sentences": len(sentences), "words": sum(len(s.split()) for s in sentences),
-            "vocabulary": len({w for s in sentences for w in s.split()})}
+    info = {
+        "built": decode_cfg["beam"],
+        "order": decode_cfg["lm_order"],
+        "source": str(train_csv),
+        "sentences": len(sentences),
+        "words": sum(len(s.split()) for s in sentences),
+        "vocabulary": len({w for s in sentences for w in s.split()}),
+    }
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         if decode_cfg["beam"]:
             (tmp / TEXT_FILE).write_text("\n".join(sentences) + "\n", encoding="utf-8")
             # --discount_fallback: tiny corpora lack the count-of-counts Kneser-Ney discounts are estimated from.
-            run_tool([kenlm_tool("lmplz"), "-o", str(decode_cfg["lm_order"]), "--discount_fallback", "-S",
-                      SORT_MEMORY, "-T", str(tmp), "--text", str(tmp / TEXT_FILE), "--arpa", str(tmp / ARPA_FILE)])
+            run_tool(
+                [
+                    kenlm_tool("lmplz"),
+                    "-o",
+                    str(decode_cfg["lm_order"]),
+                    "--discount_fallback",
+                    "-S",
+                    SORT_MEMORY,
+                    "-T",
+                    str(tmp),
+                    "--text",
+                    str(tmp / TEXT_FILE),
+                    "--arpa",
+                    str(tmp / ARPA_FILE),
+                ]
+            )
             run_tool([kenlm_tool("build_binary"), str(tmp / ARPA_FILE), str(tmp / BINARY_FILE)])
         write_json(tmp / INFO_FILE, info)
     return info
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`asrflow lm`'s own arguments (cli.py adds --params, --log and --threads)."""
+    parser.add_argument(
+        "--train", required=True, type=Path, help="the fold's train.csv (never its dev or test manifest)"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output folder: lm.arpa, lm.bin, text.txt, lm.json")
 
 
 def run_cli(args: argparse.Namespace) -> None:
     decode_cfg = config.load_stage(args.params, "lm")["decode"]
     info = build_lm(args.train, decode_cfg, args.out)
     if info["built"]:
-        log.info("%d-gram LM from %s: %d sentences, %d words, %d distinct", info["order"], args.train,
-                 info["sentences"], info["words"], info["vocabulary"])
+        log.info(
+            "%d-gram LM from %s: %d sentences, %d words, %d distinct",
+            info["order"],
+            args.train,
+            info["sentences"],
+            info["words"],
+            info["vocabulary"],
+        )
     else:
         log.info("decode.beam is false: no language model built")

@@ -70,17 +70,30 @@ class LoopConfig:
 # Loop settings a method may override under train.<method>; every one of them also has a train-wide value.
 
 
-LOOP_OVERRIDES = ("max_epochs", "patience", "batch_seconds", "precision", "gradient_checkpointing",
-                  "micro_batch_seconds", "optimizer")
+LOOP_OVERRIDES = (
+    "max_epochs",
+    "patience",
+    "batch_seconds",
+    "precision",
+    "gradient_checkpointing",
+    "micro_batch_seconds",
+    "optimizer",
+)
 
 
 def loop_config(train_cfg: dict, method: str) -> LoopConfig:
     """The loop settings of `method`: train.<method> may override any of LOOP_OVERRIDES (an epoch of the frozen
-    method costs a fraction of one of full fine-tuning; a 1 B full fine-tune may need bf16 where an adapter does not)."""
+    method costs a fraction of one of full fine-tuning; a 1 B full fine-tune may need bf16 where an adapter does
+    not)."""
     own = train_cfg[method]
-    shared = {key: own.get(key, train_cfg.get(key)) for key in LOOP_OVERRIDES if key in own or key in train_cfg}
-    return LoopConfig(lr=own["lr"], warmup_steps=train_cfg["warmup_steps"], grad_clip=train_cfg["grad_clip"],
-                      seed=train_cfg["seed"], **shared)
+    shared = {key: own.get(key, train_cfg[key]) for key in LOOP_OVERRIDES}  # absent under train.<method>: common
+    return LoopConfig(
+        lr=own["lr"],
+        warmup_steps=train_cfg["warmup_steps"],
+        grad_clip=train_cfg["grad_clip"],
+        seed=train_cfg["seed"],
+        **shared,
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -97,8 +110,12 @@ def training_set(train: list[Utterance], speed_copies: list[Utterance]) -> list[
 
 def model_overrides(augment_cfg: dict, vocab: dict[str, int]) -> dict:
     """Config values the fine-tuned model takes instead of the base's: SpecAugment, the blank id, the loss reduction."""
-    return {"mask_time_prob": augment_cfg["mask_time_prob"], "mask_time_length": augment_cfg["mask_time_length"],
-            "pad_token_id": vocab["<pad>"], "ctc_loss_reduction": "mean"}
+    return {
+        "mask_time_prob": augment_cfg["mask_time_prob"],
+        "mask_time_length": augment_cfg["mask_time_length"],
+        "pad_token_id": vocab["<pad>"],
+        "ctc_loss_reduction": "mean",
+    }
 
 
 def prepare_model(base: Base, method_name: str, vocab: dict[str, int], params: dict) -> torch.nn.Module:
@@ -106,9 +123,18 @@ def prepare_model(base: Base, method_name: str, vocab: dict[str, int], params: d
     train_cfg = params["train"]
     seed_everything(train_cfg["seed"])
     language = params["corpus"]["language"]
-    return methods.get(method_name).prepare(base, vocab, model_overrides(params["augment"], vocab),
-                                            train_cfg[method_name], language,
-                                            params["model"].get("base_language") or language).to(compute_device())
+    return (
+        methods.get(method_name)
+        .prepare(
+            base,
+            vocab,
+            model_overrides(params["augment"], vocab),
+            train_cfg[method_name],
+            language,
+            params["model"]["base_language"] or language,
+        )
+        .to(compute_device())
+    )
 
 
 def ctc_frames_needed(labels: list[int]) -> int:
@@ -122,8 +148,10 @@ def ctc_rejection(clip: Clip, frames: int) -> str:
         return "no labels: empty transcript"
     needed = ctc_frames_needed(clip.labels)
     if frames < needed:
-        return (f"too short for its transcript under CTC: {clip.n_samples / TARGET_RATE:.2f} s gives {frames} "
-                f"frames, its {len(clip.labels)} labels need {needed}")
+        return (
+            f"too short for its transcript under CTC: {clip.n_samples / TARGET_RATE:.2f} s gives {frames} "
+            f"frames, its {len(clip.labels)} labels need {needed}"
+        )
     return ""
 
 
@@ -148,7 +176,7 @@ def _write_curve(path: Path, rows: list[dict]) -> None:
 
 def _shard(batch_ids: list[int]) -> list[int]:
     """This process's share of a batch: every process sees the same batches (same seed), each a different slice."""
-    return batch_ids[distributed.rank()::distributed.world_size()]
+    return batch_ids[distributed.rank() :: distributed.world_size()]
 
 
 def micro_batches(clips: list[Clip], max_seconds: float) -> list[list[Clip]]:
@@ -167,8 +195,10 @@ def accumulate_loss(task, clips: list[Clip], cfg: LoopConfig, scaler: torch.amp.
         with autocast(cfg.precision, model_device(task.model)):
             loss = task.loss(group)
         if not torch.isfinite(loss):
-            raise TrainingError(f"non-finite CTC loss ({loss.item()}) on the batch of utterances "
-                                f"{[c.utt_id for c in group]}; check their audio and transcripts, or lower the lr")
+            raise TrainingError(
+                f"non-finite CTC loss ({loss.item()}) on the batch of utterances "
+                f"{[c.utt_id for c in group]}; check their audio and transcripts, or lower the lr"
+            )
         if len(groups) > 1:  # a single micro-batch is left untouched: bit-identical to training without accumulation
             loss = loss * (len(group) / len(clips))
         scaler.scale(loss).backward()
@@ -176,8 +206,15 @@ def accumulate_loss(task, clips: list[Clip], cfg: LoopConfig, scaler: torch.amp.
     return total
 
 
-def train_step(task, clips: list[Clip], cfg: LoopConfig, optimizer: torch.optim.Optimizer, scheduler,
-               scaler: torch.amp.GradScaler, params: list[torch.nn.Parameter]) -> float:
+def train_step(
+    task,
+    clips: list[Clip],
+    cfg: LoopConfig,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    scaler: torch.amp.GradScaler,
+    params: list[torch.nn.Parameter],
+) -> float:
     """One optimiser step on this process's share of a batch (possibly none: it still joins the gradient average);
     returns the batch's loss (NaN without clips)."""
     loss = accumulate_loss(task, clips, cfg, scaler) if clips else math.nan
@@ -191,14 +228,24 @@ def train_step(task, clips: list[Clip], cfg: LoopConfig, optimizer: torch.optim.
     return loss
 
 
-def _train_epoch(task, optimizer, scheduler, scaler: torch.amp.GradScaler, clips: list[Clip], cfg: LoopConfig,
-                 rng: random.Random, params: list[torch.nn.Parameter], desc: str) -> tuple[float, float]:
+def _train_epoch(
+    task,
+    optimizer,
+    scheduler,
+    scaler: torch.amp.GradScaler,
+    clips: list[Clip],
+    cfg: LoopConfig,
+    rng: random.Random,
+    params: list[torch.nn.Parameter],
+    desc: str,
+) -> tuple[float, float]:
     """One pass over `clips`; returns (mean loss, audio seconds seen by all processes)."""
     task.train()
     losses, seconds = [], 0.0
     batches = bucket_batches([c.n_samples for c in clips], cfg.batch_seconds, rng)
-    for batch_ids in tqdm(batches, desc=desc, unit="batch", mininterval=2.0, leave=False,
-                          disable=not distributed.is_main()):
+    for batch_ids in tqdm(
+        batches, desc=desc, unit="batch", mininterval=2.0, leave=False, disable=not distributed.is_main()
+    ):
         loss = train_step(task, [clips[i] for i in _shard(batch_ids)], cfg, optimizer, scheduler, scaler, params)
         losses.append(distributed.mean(loss))
         seconds += sum(clips[i].n_samples for i in batch_ids) / TARGET_RATE
@@ -236,8 +283,16 @@ def _evaluate_dev(task, dev: list, batch_seconds: float, precision: str) -> tupl
         return error_rates([c.text for c in dev], task.transcribe(dev, batch_seconds))
 
 
-def fit(task, train: list[Clip], dev: list[Clip], cfg: LoopConfig, save_best: Callable[[torch.nn.Module], None],
-        curve_path: Path | None, label: str, checkpoints: Checkpoints | None = None) -> dict:
+def fit(
+    task,
+    train: list[Clip],
+    dev: list[Clip],
+    cfg: LoopConfig,
+    save_best: Callable[[torch.nn.Module], None],
+    curve_path: Path | None,
+    label: str,
+    checkpoints: Checkpoints | None = None,
+) -> dict:
     """Train until max_epochs or until dev CER has not improved for `patience` epochs; save_best on each record.
 
     With no dev clips (a refit on every speaker: nothing is held out) train max_epochs and save the last. With
@@ -261,8 +316,9 @@ def fit(task, train: list[Clip], dev: list[Clip], cfg: LoopConfig, save_best: Ca
     while state.epoch < cfg.max_epochs and not (early_stopping and state.stale >= cfg.patience):
         state.epoch += 1
         epoch_start = time.perf_counter()
-        loss, seconds = _train_epoch(task, optimizer, scheduler, scaler, train, cfg, rng, params,
-                                     f"{label} epoch {state.epoch}")
+        loss, seconds = _train_epoch(
+            task, optimizer, scheduler, scaler, train, cfg, rng, params, f"{label} epoch {state.epoch}"
+        )
         train_time = time.perf_counter() - epoch_start
         if distributed.is_main():
             _finish_epoch(task, dev, cfg, state, save_best, loss, seconds / train_time, scheduler, curve_path, label)
@@ -270,19 +326,40 @@ def fit(task, train: list[Clip], dev: list[Clip], cfg: LoopConfig, save_best: Ca
         state.seconds = time.perf_counter() - started
         if checkpoints and distributed.is_main():
             checkpoints.save(task.model, optimizer, scheduler, scaler, rng, state)
-    log.info("%s: trained parameters digest %s (process %d of %d)", label, parameter_digest(params),
-             distributed.rank(), distributed.world_size())
+    log.info(
+        "%s: trained parameters digest %s (process %d of %d)",
+        label,
+        parameter_digest(params),
+        distributed.rank(),
+        distributed.world_size(),
+    )
     if early_stopping and state.stale >= cfg.patience:
         log.info("%s: early stop, no dev improvement for %d epochs", label, state.stale)
-    return {"best_epoch": state.best["epoch"], "dev_cer": state.best["dev_cer"], "dev_wer": state.best["dev_wer"],
-            "epochs_run": state.epoch, "train_seconds": round(time.perf_counter() - started, 2),
-            "processes": distributed.world_size(),
-            "audio_seconds_per_second": round(float(np.median([r["audio_seconds_per_second"]
-                                                               for r in state.curve] or [0])), 2)}
+    return {
+        "best_epoch": state.best["epoch"],
+        "dev_cer": state.best["dev_cer"],
+        "dev_wer": state.best["dev_wer"],
+        "epochs_run": state.epoch,
+        "train_seconds": round(time.perf_counter() - started, 2),
+        "processes": distributed.world_size(),
+        "audio_seconds_per_second": round(
+            float(np.median([r["audio_seconds_per_second"] for r in state.curve] or [0])), 2
+        ),
+    }
 
 
-def _finish_epoch(task, dev: list, cfg: LoopConfig, state: LoopState, save_best: Callable[[torch.nn.Module], None],
-                  loss: float, speed: float, scheduler, curve_path: Path | None, label: str) -> None:
+def _finish_epoch(
+    task,
+    dev: list,
+    cfg: LoopConfig,
+    state: LoopState,
+    save_best: Callable[[torch.nn.Module], None],
+    loss: float,
+    speed: float,
+    scheduler,
+    curve_path: Path | None,
+    label: str,
+) -> None:
     """Dev evaluation, best checkpoint, curve row and log line after one epoch (first process only)."""
     dev_cer, dev_wer = _evaluate_dev(task, dev, cfg.batch_seconds * 2, cfg.precision)
     improved = dev_cer < state.best["dev_cer"] if dev else state.epoch == cfg.max_epochs
@@ -290,11 +367,26 @@ def _finish_epoch(task, dev: list, cfg: LoopConfig, state: LoopState, save_best:
         state.best = {"dev_cer": dev_cer, "dev_wer": dev_wer, "epoch": state.epoch}
         save_best(task.model)
     state.stale = 0 if improved else state.stale + 1
-    state.curve.append({"epoch": state.epoch, "train_loss": round(loss, 5), "dev_cer": round(dev_cer, 5),
-                        "dev_wer": round(dev_wer, 5), "lr": f"{scheduler.get_last_lr()[0]:.3g}",
-                        "audio_seconds_per_second": round(speed, 2)})
+    state.curve.append(
+        {
+            "epoch": state.epoch,
+            "train_loss": round(loss, 5),
+            "dev_cer": round(dev_cer, 5),
+            "dev_wer": round(dev_wer, 5),
+            "lr": f"{scheduler.get_last_lr()[0]:.3g}",
+            "audio_seconds_per_second": round(speed, 2),
+        }
+    )
     if curve_path is not None:
         _write_curve(curve_path, state.curve)
     scores = f"dev CER {dev_cer:.4f}, WER {dev_wer:.4f}" if dev else "no dev speakers"
-    log.info("%s epoch %d/%d: loss %.3f, %s%s, %.0f s audio/s", label, state.epoch, cfg.max_epochs, loss, scores,
-             " (best)" if improved else "", speed)
+    log.info(
+        "%s epoch %d/%d: loss %.3f, %s%s, %.0f s audio/s",
+        label,
+        state.epoch,
+        cfg.max_epochs,
+        loss,
+        scores,
+        " (best)" if improved else "",
+        speed,
+    )

@@ -45,7 +45,7 @@ class Utterance:
     end: float | None = None
     origin: str = ""
 
-    def replace(self, **changes: object) -> "Utterance":
+    def replace(self, **changes: object) -> Utterance:
         return dataclasses.replace(self, **changes)
 
 
@@ -154,9 +154,11 @@ class Rejects:
 
     def bad(self, item: Item, reason: str) -> None:
         if self.on_bad == "error":
-            raise BadItemError(f"{item.origin or item.utt_id}: {reason} [{item.audio or 'no audio file'}]; stopped "
-                               f"because audio.on_bad_audio is 'error': fix this item, or set audio.on_bad_audio: "
-                               f"skip to list every bad item in the {self.stage} stage's rejects file and go on")
+            raise BadItemError(
+                f"{item.origin or item.utt_id}: {reason} [{item.audio or 'no audio file'}]; stopped "
+                f"because audio.on_bad_audio is 'error': fix this item, or set audio.on_bad_audio: "
+                f"skip to list every bad item in the {self.stage} stage's rejects file and go on"
+            )
         self.drop(item, reason)
 
     def drop(self, item: Item, reason: str) -> None:

@@ -30,6 +30,9 @@ slope when a budget asks for the largest micro-batch. `components` then adds the
 
 Every probed model is small (one or two layers), so a plan takes seconds on a GPU; on this project's CPU about 5 to
 15 s for a 1024-wide base in float32 (bf16 there is ten times slower: no native bf16).
+
+The plan stage (asrflow.plan) writes a plan per method; `check_device_fits` makes the same plan the check every train
+and release job runs on its own GPU before training, so a job that cannot fit fails in seconds.
 """
 
 from __future__ import annotations
@@ -56,14 +59,24 @@ from asrflow import methods
 from asrflow.audio import TARGET_RATE
 from asrflow.batching import Clip, model_inputs, pack
 from asrflow.checkpoint import Base, describe
+from asrflow.errors import AsrflowError
 from asrflow.features import CACHE_ENV
-from asrflow.folds import PAD, UNK, WORD_DELIMITER
+from asrflow.loop import (
+    LoopConfig,
+    accumulate_loss,
+    enable_gradient_checkpointing,
+    loop_config,
+    make_optimizer,
+    model_overrides,
+    seed_everything,
+    train_step,
+)
+from asrflow.manifest import Utterance
 from asrflow.model import compute_device, make_processor
-from asrflow.loop import (LoopConfig, accumulate_loss, enable_gradient_checkpointing, loop_config, make_optimizer,
-                          model_overrides, seed_everything, train_step)
+from asrflow.vocab import PAD, UNK, WORD_DELIMITER
 
 FP32_BYTES = 4
-GIB = 1024 ** 3
+GIB = 1024**3
 # CTC targets of a worst-case clip: fast read speech is ~15 characters a second; the loss' memory grows with them.
 LABELS_PER_SECOND = 15
 PROBE_LANGUAGE = "und"  # no base has an adapter for it: the probe's adapters and head start fresh
@@ -141,7 +154,7 @@ class Meter:
         self.start = 0
         self.peak = 0
 
-    def __enter__(self) -> "Meter":
+    def __enter__(self) -> Meter:
         if self.cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -216,16 +229,18 @@ def parameter_bytes(model: torch.nn.Module) -> dict[str, int]:
     """Weights (parameters and buffers), gradients, and the state of either optimiser for `model` as a method
     prepared it (both optimisers: the plan says what switching would save)."""
     params = trainable(model)
-    return {"weights": tensor_bytes([*model.parameters(), *model.buffers()]),
-            "gradients": sum(p.numel() * FP32_BYTES for p in params),
-            **{name: optimizer_state_bytes(params, name) for name in OPTIMIZERS}}
+    return {
+        "weights": tensor_bytes([*model.parameters(), *model.buffers()]),
+        "gradients": sum(p.numel() * FP32_BYTES for p in params),
+        **{name: optimizer_state_bytes(params, name) for name in OPTIMIZERS},
+    }
 
 
 # --- probing ---------------------------------------------------------------------------------------------------------
 
 
 def probe_vocab(size: int = 40) -> dict[str, int]:
-    """A CTC vocabulary of `size` tokens numbered as asrflow.folds numbers them (blank, unknown, delimiter first)."""
+    """A CTC vocabulary of `size` tokens numbered as asrflow.vocab numbers them (blank, unknown, delimiter first)."""
     tokens = [PAD, UNK, WORD_DELIMITER, *string.ascii_lowercase, *string.digits, *string.punctuation]
     return {token: index for index, token in enumerate(tokens[:size])}
 
@@ -279,8 +294,9 @@ def quiet_transformers() -> Iterator[None]:
             transformers_logging.enable_progress_bar()
 
 
-def build(base: Base, method: str, train_cfg: dict, layers: int, vocab: dict[str, int],
-          device: torch.device) -> torch.nn.Module:
+def build(
+    base: Base, method: str, train_cfg: dict, layers: int, vocab: dict[str, int], device: torch.device
+) -> torch.nn.Module:
     """The method's own model (its own trainable/frozen split) on the first `layers` transformer layers of `base`,
     as asrflow.loop.prepare_model makes it (seeded; the loop's config overrides), without layer drop: the worst
     case, every layer runs."""
@@ -322,8 +338,16 @@ def measure_step(task, clips: list, loop: LoopConfig, device: torch.device) -> d
     return {"passes": passes.peak, "saved": marked.saved[0], "optimizer_step": step.peak}
 
 
-def probe(base: Base, method: str, train_cfg: dict, loop: LoopConfig, longest_seconds: float,
-          layer_counts: list[int], clip_counts: list[int], device: torch.device) -> "Probe":
+def probe(
+    base: Base,
+    method: str,
+    train_cfg: dict,
+    loop: LoopConfig,
+    longest_seconds: float,
+    layer_counts: list[int],
+    clip_counts: list[int],
+    device: torch.device,
+) -> Probe:
     """Build the method's model at each layer count and measure one training step (`measure_step`) with each number
     of clips of `longest_seconds` per micro-batch. Feature caches go to a temporary folder."""
     methods.check_available(base, method, train_cfg)
@@ -341,8 +365,9 @@ def probe(base: Base, method: str, train_cfg: dict, loop: LoopConfig, longest_se
             params[layers] = parameter_bytes(model)
             for clips in clip_counts:
                 batch = task.prepare(worst_case_clips(processor.feature_extractor, longest_seconds, clips, len(vocab)))
-                one_group = dataclasses.replace(loop, batch_seconds=(clips * samples + 0.5) / TARGET_RATE,
-                                                micro_batch_seconds=None)
+                one_group = dataclasses.replace(
+                    loop, batch_seconds=(clips * samples + 0.5) / TARGET_RATE, micro_batch_seconds=None
+                )
                 steps[layers, clips] = measure_step(task, batch, one_group, device)
             del model, task
     return Probe(params, steps, round(time.perf_counter() - started, 1))
@@ -356,7 +381,7 @@ def line(points: dict[int, float], x: float) -> float:
     (x0, y0), *rest = sorted(points.items())
     if not rest:
         return y0
-    (x1, y1), = rest
+    ((x1, y1),) = rest
     return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
 
 
@@ -422,9 +447,15 @@ def components(probe_: Probe, layers: int, clips: int, optimizer: str, accumulat
         peak = held + counts["gradients"] + max(activations, step)
     else:
         peak = held + max(activations, counts["gradients"] + max(step, probe_.activations(1, clips)))
-    return {"weights": counts["weights"], "gradients": counts["gradients"], "optimizer": counts[optimizer],
-            "activations": activations, "saved_activations": probe_.saved(layers, clips), "optimizer_step": step,
-            "peak_bytes": peak}
+    return {
+        "weights": counts["weights"],
+        "gradients": counts["gradients"],
+        "optimizer": counts[optimizer],
+        "activations": activations,
+        "saved_activations": probe_.saved(layers, clips),
+        "optimizer_step": step,
+        "peak_bytes": peak,
+    }
 
 
 # --- planning --------------------------------------------------------------------------------------------------------
@@ -437,11 +468,15 @@ def micro_batch_options(loop: LoopConfig, longest_seconds: float) -> list[tuple[
     return [(n * longest_seconds, n, True) for n in range(1, per_batch)] + [(loop.batch_seconds, per_batch, False)]
 
 
-def largest_micro_batch(probe_: Probe, layers: int, loop: LoopConfig, longest_seconds: float,
-                        budget_bytes: int) -> float | None:
+def largest_micro_batch(
+    probe_: Probe, layers: int, loop: LoopConfig, longest_seconds: float, budget_bytes: int
+) -> float | None:
     """The largest `micro_batch_seconds` whose worst-case step fits `budget_bytes` (None: not even one clip)."""
-    fitting = [seconds for seconds, clips, accumulating in micro_batch_options(loop, longest_seconds)
-               if components(probe_, layers, clips, loop.optimizer, accumulating)["peak_bytes"] <= budget_bytes]
+    fitting = [
+        seconds
+        for seconds, clips, accumulating in micro_batch_options(loop, longest_seconds)
+        if components(probe_, layers, clips, loop.optimizer, accumulating)["peak_bytes"] <= budget_bytes
+    ]
     return max(fitting, default=None)
 
 
@@ -449,8 +484,14 @@ def gib(nbytes: float) -> str:
     return f"{nbytes / GIB:.1f} GiB"
 
 
-def advice(parts: dict[str, int], counts: dict[str, int], loop: LoopConfig, longest_seconds: float,
-           budget_bytes: int | None, largest: float | None) -> str:
+def advice(
+    parts: dict[str, int],
+    counts: dict[str, int],
+    loop: LoopConfig,
+    longest_seconds: float,
+    budget_bytes: int | None,
+    largest: float | None,
+) -> str:
     """What to change when the step does not fit: the micro-batch if a smaller one fits, else the settings that
     lower the peak, with what each saves where that is known without probing."""
     if budget_bytes is None:
@@ -459,12 +500,16 @@ def advice(parts: dict[str, int], counts: dict[str, int], loop: LoopConfig, long
     if parts["peak_bytes"] <= budget_bytes:
         return f"fits: {head}"
     if largest is not None and largest >= loop.batch_seconds:
-        return (f"does not fit: {head}; set train.micro_batch_seconds: null (whole batches: no gradients held "
-                f"across micro-batches)")
+        return (
+            f"does not fit: {head}; set train.micro_batch_seconds: null (whole batches: no gradients held "
+            f"across micro-batches)"
+        )
     if largest is not None:
         clips = clips_per_micro_batch(dataclasses.replace(loop, micro_batch_seconds=largest), longest_seconds)
-        return (f"does not fit: {head}; set train.micro_batch_seconds: {largest:g} (at most {clips} clips of "
-                f"{longest_seconds:g} s per micro-batch; gradients accumulate over the batch as before)")
+        return (
+            f"does not fit: {head}; set train.micro_batch_seconds: {largest:g} (at most {clips} clips of "
+            f"{longest_seconds:g} s per micro-batch; gradients accumulate over the batch as before)"
+        )
     if parts["weights"] >= budget_bytes:
         return f"does not fit: {head}, and the weights alone take {gib(parts['weights'])}: a larger device is needed"
     remedies = []
@@ -475,11 +520,14 @@ def advice(parts: dict[str, int], counts: dict[str, int], loop: LoopConfig, long
     if loop.optimizer == "adamw":
         remedies.append(f"train.optimizer: adafactor (saves {gib(counts['adamw'] - counts['adafactor'])})")
     if parts["gradients"] > parts["weights"] / 10:
-        remedies.append(f"a method that trains fewer weights: adapter, lora or frozen (gradients and optimiser "
-                        f"state are {gib(parts['gradients'] + parts['optimizer'])})")
+        remedies.append(
+            f"a method that trains fewer weights: adapter, lora or frozen (gradients and optimiser "
+            f"state are {gib(parts['gradients'] + parts['optimizer'])})"
+        )
     remedies.append(f"shorter clips: audio.max_seconds below {longest_seconds:g} (or audio.too_long: split)")
-    return (f"does not fit: {head}, even with one {longest_seconds:g}-s clip per micro-batch; change "
-            + "; or ".join(remedies))
+    return f"does not fit: {head}, even with one {longest_seconds:g}-s clip per micro-batch; change " + "; or ".join(
+        remedies
+    )
 
 
 def report(probe_: Probe, loop: LoopConfig, longest_seconds: float, layers: int, budget_bytes: int | None) -> dict:
@@ -487,12 +535,16 @@ def report(probe_: Probe, loop: LoopConfig, longest_seconds: float, layers: int,
     clips = clips_per_micro_batch(loop, longest_seconds)
     accumulating = loop.micro_seconds < loop.batch_seconds
     parts = components(probe_, layers, clips, loop.optimizer, accumulating)
-    largest = None if budget_bytes is None else largest_micro_batch(probe_, layers, loop, longest_seconds,
-                                                                     budget_bytes)
-    return {**parts, "budget_bytes": budget_bytes,
-            "fits": None if budget_bytes is None else parts["peak_bytes"] <= budget_bytes,
-            "largest_micro_batch_seconds": largest, "clips_per_micro_batch": clips, "accumulating": accumulating,
-            "message": advice(parts, probe_.parameters(layers), loop, longest_seconds, budget_bytes, largest)}
+    largest = None if budget_bytes is None else largest_micro_batch(probe_, layers, loop, longest_seconds, budget_bytes)
+    return {
+        **parts,
+        "budget_bytes": budget_bytes,
+        "fits": None if budget_bytes is None else parts["peak_bytes"] <= budget_bytes,
+        "largest_micro_batch_seconds": largest,
+        "clips_per_micro_batch": clips,
+        "accumulating": accumulating,
+        "message": advice(parts, probe_.parameters(layers), loop, longest_seconds, budget_bytes, largest),
+    }
 
 
 def probe_layers(method_cfg: dict, layers: int) -> list[int]:
@@ -509,8 +561,15 @@ def probe_clips(loop: LoopConfig, longest_seconds: float, slope: bool) -> list[i
     return [clips, clips + 1] if clips == 1 else [clips - 1, clips]
 
 
-def plan(base: Base, method: str, train_cfg: dict, longest_seconds: float, budget_bytes: int | None = None,
-         device: torch.device | None = None, layers: int | None = None) -> dict:
+def plan(
+    base: Base,
+    method: str,
+    train_cfg: dict,
+    longest_seconds: float,
+    budget_bytes: int | None = None,
+    device: torch.device | None = None,
+    layers: int | None = None,
+) -> dict:
     """Peak memory of one training step of `method` on `base` with the params' train section `train_cfg`, for clips
     of up to `longest_seconds` (audio.max_seconds, or the corpus' longest); every component in bytes, whether it
     fits `budget_bytes`, the largest micro-batch that does, and what to change when nothing does. `layers`
@@ -518,24 +577,83 @@ def plan(base: Base, method: str, train_cfg: dict, longest_seconds: float, budge
     device = device or compute_device()
     loop = loop_config(train_cfg, method)
     layers = layers or base.info["num_hidden_layers"]
-    measured = probe(base, method, train_cfg, loop, longest_seconds, probe_layers(train_cfg[method], layers),
-                     probe_clips(loop, longest_seconds, budget_bytes is not None), device)
-    return {"base": base.name, "method": method, "layers": layers, "device": str(device),
-            "settings": {"precision": loop.precision, "gradient_checkpointing": loop.gradient_checkpointing,
-                         "micro_batch_seconds": loop.micro_batch_seconds, "batch_seconds": loop.batch_seconds,
-                         "optimizer": loop.optimizer, "longest_seconds": longest_seconds},
-            **report(measured, loop, longest_seconds, layers, budget_bytes),
-            "probe": {"layers": sorted(measured.params), "clips": sorted({c for _, c in measured.steps}),
-                      "saved_per_layer_bytes": round(measured.saved_per_layer(clips_per_micro_batch(
-                          loop, longest_seconds))), "seconds": measured.seconds}}
+    measured = probe(
+        base,
+        method,
+        train_cfg,
+        loop,
+        longest_seconds,
+        probe_layers(train_cfg[method], layers),
+        probe_clips(loop, longest_seconds, budget_bytes is not None),
+        device,
+    )
+    return {
+        "base": base.name,
+        "method": method,
+        "layers": layers,
+        "device": str(device),
+        "settings": {
+            "precision": loop.precision,
+            "gradient_checkpointing": loop.gradient_checkpointing,
+            "micro_batch_seconds": loop.micro_batch_seconds,
+            "batch_seconds": loop.batch_seconds,
+            "optimizer": loop.optimizer,
+            "longest_seconds": longest_seconds,
+        },
+        **report(measured, loop, longest_seconds, layers, budget_bytes),
+        "probe": {
+            "layers": sorted(measured.params),
+            "clips": sorted({c for _, c in measured.steps}),
+            "saved_per_layer_bytes": round(measured.saved_per_layer(clips_per_micro_batch(loop, longest_seconds))),
+            "seconds": measured.seconds,
+        },
+    }
+
+
+# --- the check before training --------------------------------------------------------------------------------------
+
+
+class PlanError(AsrflowError):
+    """The configured training does not fit the GPU; the message says which setting to change."""
+
+
+def budget_bytes(gpu_memory_gb: float | None, device: torch.device) -> int | None:
+    """The memory one training job may use: a share (USABLE) of the configured GPU size, else of the GPU at hand's,
+    else none. The rest is for the CUDA context and the caching allocator's rounding and fragmentation, which the
+    tensor peak does not count."""
+    if gpu_memory_gb:
+        return int(gpu_memory_gb * GIB * USABLE)
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory * USABLE)
+    return None
+
+
+def require_fit(result: dict) -> None:
+    """Stop with the plan's own advice when the step does not fit."""
+    if result["fits"] is False:
+        raise PlanError(f"{result['method']} on {result['base']}: {result['message']}")
+
+
+def check_device_fits(base: Base, method: str, train_cfg: dict, utterances: list[Utterance]) -> None:
+    """On a GPU, stop before training when the configured step does not fit its memory (longest clip: the longest of
+    `utterances`). On a CPU nothing is checked: main memory is not what stops these runs, and the probe costs time."""
+    device = compute_device()
+    if device.type == "cuda":
+        longest = max(u.duration or 0.0 for u in utterances)
+        require_fit(plan(base, method, train_cfg, longest, budget_bytes(None, device), device))
 
 
 # --- measuring a whole step (what the plan predicts) -----------------------------------------------------------------
 
 
-def measure_training_step(base: Base, method: str, train_cfg: dict, longest_seconds: float,
-                          device: torch.device | None = None,
-                          before_step: Callable[[], None] | None = None) -> dict[str, float]:
+def measure_training_step(
+    base: Base,
+    method: str,
+    train_cfg: dict,
+    longest_seconds: float,
+    device: torch.device | None = None,
+    before_step: Callable[[], None] | None = None,
+) -> dict[str, float]:
     """The measured peak tensor memory of one steady-state training step of the full model, as asrflow.loop runs it:
     a batch of `batch_seconds` of the longest clips through accumulate_loss, clipping and the optimiser step, the
     optimiser's state already there and no gradients held. What `plan` predicts; slow (the whole model).
@@ -574,10 +692,17 @@ def measure_training_step(base: Base, method: str, train_cfg: dict, longest_seco
 # then runs the math path, which keeps its probabilities for the backward pass).
 STABLE = {"do_stable_layer_norm": True, "feat_extract_norm": "layer", "conv_bias": True}
 HYPOTHETICAL = {
-    "MMS-1B": Wav2Vec2Config(hidden_size=1280, num_hidden_layers=48, num_attention_heads=16, intermediate_size=5120,
-                             adapter_attn_dim=16, **STABLE),
-    "XLS-R-300m": Wav2Vec2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                                 intermediate_size=4096, **STABLE),
+    "MMS-1B": Wav2Vec2Config(
+        hidden_size=1280,
+        num_hidden_layers=48,
+        num_attention_heads=16,
+        intermediate_size=5120,
+        adapter_attn_dim=16,
+        **STABLE,
+    ),
+    "XLS-R-300m": Wav2Vec2Config(
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, **STABLE
+    ),
 }
 GPUS_GIB = (16, 24, 40, 80)
 # Of a GPU's memory, what tensors may use: the CUDA context and the caching allocator's fragmentation take the rest.
@@ -602,9 +727,15 @@ def meta_parameter_count(config: PretrainedConfig) -> int:
         return sum(p.numel() for p in AutoModelForCTC.from_config(config).parameters())
 
 
-def config_table(configs: dict[str, PretrainedConfig], method_names: list[str], train_cfg: dict,
-                 settings: dict[str, dict], longest_seconds: float, gpus_gib: tuple[int, ...] = GPUS_GIB,
-                 device: torch.device | None = None) -> list[dict]:
+def config_table(
+    configs: dict[str, PretrainedConfig],
+    method_names: list[str],
+    train_cfg: dict,
+    settings: dict[str, dict],
+    longest_seconds: float,
+    gpus_gib: tuple[int, ...] = GPUS_GIB,
+    device: torch.device | None = None,
+) -> list[dict]:
     """For each config × method × setting (train-section overrides), the plan's components and the largest
     micro-batch on each GPU size (None: nothing fits). A method that cannot train on a config has no rows."""
     device = device or compute_device()
@@ -615,13 +746,31 @@ def config_table(configs: dict[str, PretrainedConfig], method_names: list[str], 
             base = config_base(config, Path(tmp) / name, depth)
             for method in method_names:
                 if not methods.get(method).unavailable(base, train_cfg[method]):
-                    rows += method_rows(name, base, method, config.num_hidden_layers, train_cfg, settings,
-                                        longest_seconds, gpus_gib, device)
+                    rows += method_rows(
+                        name,
+                        base,
+                        method,
+                        config.num_hidden_layers,
+                        train_cfg,
+                        settings,
+                        longest_seconds,
+                        gpus_gib,
+                        device,
+                    )
     return rows
 
 
-def method_rows(name: str, base: Base, method: str, layers: int, train_cfg: dict, settings: dict[str, dict],
-                longest_seconds: float, gpus_gib: tuple[int, ...], device: torch.device) -> list[dict]:
+def method_rows(
+    name: str,
+    base: Base,
+    method: str,
+    layers: int,
+    train_cfg: dict,
+    settings: dict[str, dict],
+    longest_seconds: float,
+    gpus_gib: tuple[int, ...],
+    device: torch.device,
+) -> list[dict]:
     """`config_table`'s rows of one method. Settings that differ only in the optimiser share a probe: activations do
     not depend on it (the update's transient is then the first setting's optimiser's: a few tensors' worth)."""
     probes: dict[tuple[str, bool], Probe] = {}
@@ -631,26 +780,50 @@ def method_rows(name: str, base: Base, method: str, layers: int, train_cfg: dict
         loop = loop_config(cfg, method)
         key = (loop.precision, loop.gradient_checkpointing)
         if key not in probes:
-            probes[key] = probe(base, method, cfg, loop, longest_seconds,
-                                probe_layers(cfg[method], base.info["num_hidden_layers"]),
-                                probe_clips(loop, longest_seconds, True), device)
-        plans = {gpu: report(probes[key], loop, longest_seconds, layers, int(gpu * GIB * USABLE))
-                 for gpu in gpus_gib}
-        rows.append({"base": name, "method": method, "setting": label,
-                     **{part: plans[gpus_gib[0]][part] for part in PARTS},
-                     **{f"{gpu}GB": plan_["largest_micro_batch_seconds"] for gpu, plan_ in plans.items()}})
+            probes[key] = probe(
+                base,
+                method,
+                cfg,
+                loop,
+                longest_seconds,
+                probe_layers(cfg[method], base.info["num_hidden_layers"]),
+                probe_clips(loop, longest_seconds, True),
+                device,
+            )
+        plans = {gpu: report(probes[key], loop, longest_seconds, layers, int(gpu * GIB * USABLE)) for gpu in gpus_gib}
+        rows.append(
+            {
+                "base": name,
+                "method": method,
+                "setting": label,
+                **{part: plans[gpus_gib[0]][part] for part in PARTS},
+                **{f"{gpu}GB": plan_["largest_micro_batch_seconds"] for gpu, plan_ in plans.items()},
+            }
+        )
     return rows
 
 
 def format_config_table(rows: list[dict], gpus_gib: tuple[int, ...] = GPUS_GIB) -> str:
     """`config_table`'s rows as a Markdown table: GiB per component, and per GPU the largest micro-batch in seconds
     ('–': nothing fits)."""
-    header = ["base", "method", "setting", "weights", "grads", "optimiser", "activations",
-              *(f"{g} GB" for g in gpus_gib)]
+    header = [
+        "base",
+        "method",
+        "setting",
+        "weights",
+        "grads",
+        "optimiser",
+        "activations",
+        *(f"{g} GB" for g in gpus_gib),
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["base"], row["method"], row["setting"],
-                 *(f"{row[k] / GIB:.1f}" for k in ("weights", "gradients", "optimizer", "activations")),
-                 *("–" if row[f"{g}GB"] is None else f"{row[f'{g}GB']:g} s" for g in gpus_gib)]
+        cells = [
+            row["base"],
+            row["method"],
+            row["setting"],
+            *(f"{row[k] / GIB:.1f}" for k in ("weights", "gradients", "optimizer", "activations")),
+            *("–" if row[f"{g}GB"] is None else f"{row[f'{g}GB']:g} s" for g in gpus_gib),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

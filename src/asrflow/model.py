@@ -1,4 +1,5 @@
-"""Model helpers shared by pre-training, training and evaluation: processor, device, precision, greedy CTC decoding.
+"""Model helpers shared by pre-training, training and evaluation: processor, device, precision, batched inference
+(clip_logits: every task's and decoder's), greedy CTC decoding.
 
 Everything here uses the transformers API as documented (Auto classes, Wav2Vec2CTCTokenizer, the base's own feature
 extractor); nothing is loaded from pickle or with trust_remote_code.
@@ -10,24 +11,37 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
-from transformers import (FeatureExtractionMixin, ProcessorMixin, SeamlessM4TFeatureExtractor, Wav2Vec2BertProcessor,
-                          Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor)
+from transformers import (
+    FeatureExtractionMixin,
+    ProcessorMixin,
+    SeamlessM4TFeatureExtractor,
+    Wav2Vec2BertProcessor,
+    Wav2Vec2CTCTokenizer,
+    Wav2Vec2FeatureExtractor,
+    Wav2Vec2Processor,
+)
 
 from asrflow.batching import Clip, InputSpec, collate, for_model, sequential_batches
-from asrflow.folds import PAD, UNK, WORD_DELIMITER
+from asrflow.vocab import PAD, UNK, WORD_DELIMITER
 
 # Autocast dtypes; weights stay float32 (the master copy the optimiser updates) and the CTC loss is computed in
 # float32 by transformers' own heads (log_softmax(dtype=float32)).
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# A clip as a task holds it: asrflow.batching.Clip, or asrflow.features.FeatureClip (cached features); both carry the
+# audio length (`n_samples`) that batch budgets count.
+AnyClip = TypeVar("AnyClip")
 
 
 def default_feature_extractor() -> Wav2Vec2FeatureExtractor:
     """What the demo base is pre-trained with: normalised 16 kHz samples and an attention mask (layer-norm layout)."""
-    return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                                    return_attention_mask=True)
+    return Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
+    )
 
 
 def make_processor(vocab: dict[str, int], feature_extractor: FeatureExtractionMixin | None = None) -> ProcessorMixin:
@@ -38,12 +52,19 @@ def make_processor(vocab: dict[str, int], feature_extractor: FeatureExtractionMi
     with tempfile.TemporaryDirectory() as tmp:
         vocab_file = Path(tmp) / "vocab.json"
         vocab_file.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        tokenizer = Wav2Vec2CTCTokenizer(str(vocab_file), unk_token=UNK, pad_token=PAD,
-                                         word_delimiter_token=WORD_DELIMITER, bos_token=None, eos_token=None,
-                                         do_lower_case=False)
+        tokenizer = Wav2Vec2CTCTokenizer(
+            str(vocab_file),
+            unk_token=UNK,
+            pad_token=PAD,
+            word_delimiter_token=WORD_DELIMITER,
+            bos_token=None,
+            eos_token=None,
+            do_lower_case=False,
+        )
     # Wav2Vec2-BERT's processor pairs its log-mel extractor with the same CTC tokenizer.
-    processor_class = (Wav2Vec2BertProcessor if isinstance(feature_extractor, SeamlessM4TFeatureExtractor)
-                       else Wav2Vec2Processor)
+    processor_class = (
+        Wav2Vec2BertProcessor if isinstance(feature_extractor, SeamlessM4TFeatureExtractor) else Wav2Vec2Processor
+    )
     return processor_class(feature_extractor=feature_extractor, tokenizer=tokenizer)
 
 
@@ -83,26 +104,46 @@ def greedy_decode(logits: torch.Tensor, lengths: torch.Tensor, processor: Proces
     return processor.batch_decode([row[:n].tolist() for row, n in zip(ids, lengths.tolist())])
 
 
-def clip_logits(model: torch.nn.Module, clips: list[Clip], spec: InputSpec,
-                batch_seconds: float) -> list[tuple[int, torch.Tensor, int]]:
-    """(clip index, logits, frames) for every clip, batch by batch: the model on its own inputs, no gradients."""
+def clip_logits(
+    model: torch.nn.Module,
+    clips: Sequence[AnyClip],
+    batch_seconds: float,
+    batch_logits: Callable[[list[AnyClip]], tuple[torch.Tensor, torch.Tensor]],
+) -> list[torch.Tensor]:
+    """Per clip, in clip order, its logits over its own frames (padding frames cut off), computed batch by batch
+    (asrflow.batching.sequential_batches) with the model in eval mode and no gradients. `batch_logits` runs the model
+    on one batch's clips: (batch, frames, tokens) logits and the frames each clip's own output spans."""
     model.eval()
-    out = []
+    logits: list[torch.Tensor] = [torch.empty(0)] * len(clips)
     with torch.inference_mode():
         for batch_ids in sequential_batches([c.n_samples for c in clips], batch_seconds):
-            batch = on_model_device(collate([clips[i] for i in batch_ids], spec), model)
-            logits = model(**for_model(batch, spec, labels=False)).logits
-            out += zip(batch_ids, logits, output_lengths(model, batch["attention_mask"]).tolist())
-    return out
+            batch, frames = batch_logits([clips[i] for i in batch_ids])
+            for index, row, n in zip(batch_ids, batch, frames.tolist()):
+                logits[index] = row[:n]
+    return logits
 
 
-def transcribe_clips(model: torch.nn.Module, clips: list[Clip], processor: ProcessorMixin,
-                     batch_seconds: float) -> list[str]:
+def audio_logits(model: torch.nn.Module, spec: InputSpec) -> Callable[[list[Clip]], tuple[torch.Tensor, torch.Tensor]]:
+    """clip_logits' `batch_logits` of a model on its own inputs (the padded batch of asrflow.batching.collate)."""
+
+    def run(clips: list[Clip]) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = on_model_device(collate(clips, spec), model)
+        return model(**for_model(batch, spec, labels=False)).logits, output_lengths(model, batch["attention_mask"])
+
+    return run
+
+
+def greedy_texts(logits: Sequence[torch.Tensor], processor: ProcessorMixin) -> list[str]:
+    """Best-path transcripts of per-clip logits, each over its own frames (clip_logits')."""
+    return [greedy_decode(row[None], torch.tensor([len(row)]), processor)[0] for row in logits]
+
+
+def transcribe_clips(
+    model: torch.nn.Module, clips: list[Clip], processor: ProcessorMixin, batch_seconds: float
+) -> list[str]:
     """Greedy transcripts of `clips`, in their order."""
-    hypotheses: list[str] = [""] * len(clips)
-    for index, logits, frames in clip_logits(model, clips, InputSpec.of(processor.feature_extractor), batch_seconds):
-        hypotheses[index] = greedy_decode(logits[None], torch.tensor([frames]), processor)[0]
-    return hypotheses
+    spec = InputSpec.of(processor.feature_extractor)
+    return greedy_texts(clip_logits(model, clips, batch_seconds, audio_logits(model, spec)), processor)
 
 
 class AudioTask:

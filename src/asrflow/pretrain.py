@@ -24,11 +24,11 @@ from asrflow.audio import load_mono
 from asrflow.batching import bucket_batches, load_clips
 from asrflow.checkpoint import DESCRIPTION, describe
 from asrflow.corpus.audiofolder import import_audiofolder
-from asrflow.folds import build_vocab
 from asrflow.io import atomic_path, write_json
-from asrflow.model import AudioTask, compute_device, default_feature_extractor, make_processor
-from asrflow.text import normalise
 from asrflow.loop import LoopConfig, fit, seed_everything, split_alignable
+from asrflow.model import AudioTask, compute_device, default_feature_extractor, make_processor
+from asrflow.transcripts import normalise
+from asrflow.vocab import build_vocab
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +39,30 @@ DEV_FRACTION = 0.1
 def demo_config(cfg: dict, vocab_size: int) -> Wav2Vec2Config:
     """A small MMS-shaped config: stable layer norm, layer-normed conv encoder, adapter layers."""
     return Wav2Vec2Config(
-        vocab_size=vocab_size, hidden_size=cfg["hidden_size"], num_hidden_layers=cfg["num_hidden_layers"],
-        num_attention_heads=cfg["num_attention_heads"], intermediate_size=cfg["intermediate_size"],
-        conv_dim=(cfg["conv_dim"],) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2),
-        feat_extract_norm="layer", do_stable_layer_norm=True, num_conv_pos_embeddings=64,
+        vocab_size=vocab_size,
+        hidden_size=cfg["hidden_size"],
+        num_hidden_layers=cfg["num_hidden_layers"],
+        num_attention_heads=cfg["num_attention_heads"],
+        intermediate_size=cfg["intermediate_size"],
+        conv_dim=(cfg["conv_dim"],) * 7,
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        num_conv_pos_embeddings=64,
         num_conv_pos_embedding_groups=16 if cfg["hidden_size"] % 16 == 0 else 1,
-        adapter_attn_dim=cfg["adapter_attn_dim"], pad_token_id=0, ctc_loss_reduction="mean",
+        adapter_attn_dim=cfg["adapter_attn_dim"],
+        pad_token_id=0,
+        ctc_loss_reduction="mean",
         # From scratch on minutes of audio, dropout and SpecAugment keep CTC on its all-blank plateau for hundreds of
         # steps (measured: no escape in 400 steps with them, escape by ~150 without); fine-tuning sets its own masking.
-        layerdrop=0.0, hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
-        final_dropout=0.0, mask_time_prob=0.0,
+        layerdrop=0.0,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        final_dropout=0.0,
+        mask_time_prob=0.0,
     )
 
 
@@ -71,22 +85,38 @@ def pretrain_demo(source_dir: Path, cfg: dict, out_dir: Path) -> dict:
     def encode(text: str) -> list[int]:
         return processor.tokenizer(text).input_ids
 
-    train_clips, _ = split_alignable(model, load_clips(train_utts, encode, processor.feature_extractor,
-                                                       reader=load_mono))
+    train_clips, _ = split_alignable(
+        model, load_clips(train_utts, encode, processor.feature_extractor, reader=load_mono)
+    )
     dev_clips = load_clips(dev_utts, encode, processor.feature_extractor, reader=load_mono)
-    loop = LoopConfig(lr=cfg["lr"], max_epochs=cfg["epochs"], patience=cfg["epochs"],
-                      batch_seconds=cfg["batch_seconds"], warmup_steps=warmup_steps(train_clips, cfg),
-                      grad_clip=1.0, seed=cfg["seed"])
+    loop = LoopConfig(
+        lr=cfg["lr"],
+        max_epochs=cfg["epochs"],
+        patience=cfg["epochs"],
+        batch_seconds=cfg["batch_seconds"],
+        warmup_steps=warmup_steps(train_clips, cfg),
+        grad_clip=1.0,
+        seed=cfg["seed"],
+    )
     with atomic_path(out_dir) as tmp:
+
         def save_best(trained: torch.nn.Module) -> None:
             trained.save_pretrained(tmp, safe_serialization=True)
             processor.save_pretrained(tmp)
 
         info = fit(AudioTask(model, processor), train_clips, dev_clips, loop, save_best, None, "pretrain")
-        write_json(tmp / "pretraining.json", {**info, "train_utterances": len(train_clips),
-                                              "dev_utterances": len(dev_clips), "vocab_size": len(vocab)})
+        write_json(
+            tmp / "pretraining.json",
+            {**info, "train_utterances": len(train_clips), "dev_utterances": len(dev_clips), "vocab_size": len(vocab)},
+        )
         write_json(tmp / DESCRIPTION, {"path": None, **describe(tmp)})  # path None: this folder itself
     return info
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`asrflow pretrain`'s own arguments (cli.py adds --params, --log and --threads)."""
+    parser.add_argument("--source", required=True, type=Path, help="source-language corpus (audiofolder layout)")
+    parser.add_argument("--out", required=True, type=Path)
 
 
 def run_cli(args: argparse.Namespace) -> None:
@@ -99,5 +129,10 @@ def run_cli(args: argparse.Namespace) -> None:
     with atomic_path(args.out) as tmp:
         tmp.mkdir()
         write_json(tmp / DESCRIPTION, description)
-    log.info("base model: %s (%s, %d layers of %d; validated and described, not copied)", path,
-             description["model_type"], description["num_hidden_layers"], description["hidden_size"])
+    log.info(
+        "base model: %s (%s, %d layers of %d; validated and described, not copied)",
+        path,
+        description["model_type"],
+        description["num_hidden_layers"],
+        description["hidden_size"],
+    )

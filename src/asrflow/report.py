@@ -8,7 +8,8 @@ Outputs (in `out_dir`):
 - `summary.json` per method: the error rates' means and stds, and the mean dev CER (DVC `metrics`: `dvc exp show`)
 
 `methods` in params.yaml is authoritative: every declared method must have all k folds, and any other method
-directory under the metrics folder is ignored (it may be left over from an earlier configuration).
+directory under the metrics folder is ignored (it may be left over from an earlier configuration). The metrics are
+read and checked by asrflow.results.
 """
 
 from __future__ import annotations
@@ -24,50 +25,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from asrflow.config import load_stage
-from asrflow.errors import AsrflowError
-from asrflow.io import atomic_path, read_json, write_json, write_text
+from asrflow.io import atomic_path, write_json, write_text
+from asrflow.results import DECIMALS, LM_METRICS, folds_table, mean_dev_cer
 
 log = logging.getLogger(__name__)
-
-FOLD_COLUMNS = ["method", "fold", "cer", "wer", "n_utts", "test_speakers", "trainable_params", "total_params",
-                "train_seconds", "best_epoch", "dev_cer"]
-# Written by `evaluate` only when it decodes with a language model too.
-LM_METRICS = ["cer_lm", "wer_lm"]
-DECIMALS = 4
-
-
-class MetricsError(AsrflowError):
-    """A metrics.json that is missing or does not belong where it lies; the message names the file and the fix."""
-
-
-def metrics_path(metrics_dir: Path, method: str, fold: int) -> Path:
-    return metrics_dir / method / f"fold{fold}" / "metrics.json"
-
-
-def load_fold(metrics_dir: Path, method: str, fold: int) -> dict[str, Any]:
-    """One fold's metrics, checked to have the keys the report reads and to be the method and fold its path says."""
-    path = metrics_path(metrics_dir, method, fold)
-    if not path.is_file():
-        raise MetricsError(f"{path}: metrics not found; it is written by `asrflow evaluate --method {method} "
-                           f"--fold {fold}` (run the evaluate stage for every method and fold first)")
-    data = read_json(path)
-    missing = [key for key in FOLD_COLUMNS if key not in data]
-    if missing:
-        raise MetricsError(f"{path}: missing key(s) {missing}; re-run `asrflow evaluate` to rewrite it")
-    if data["method"] != method or int(data["fold"]) != fold:
-        # A copied or misplaced file would otherwise be averaged under the wrong method or fold.
-        raise MetricsError(f"{path}: holds method {data['method']!r} fold {data['fold']}, "
-                           f"but its path says method {method!r} fold {fold}")
-    return data
-
-
-def folds_table(metrics_dir: Path, methods: list[str], k: int) -> pd.DataFrame:
-    """One row per method × fold, in `methods` then fold order; LM columns only where some fold has them."""
-    records = [load_fold(metrics_dir, method, fold) for method in methods for fold in range(k)]
-    lm_columns = [m for m in LM_METRICS if any(m in r for r in records)]
-    table = pd.DataFrame([{c: r.get(c, math.nan) for c in FOLD_COLUMNS + lm_columns} for r in records])
-    table["test_speakers"] = table["test_speakers"].map(" ".join)
-    return table
 
 
 def summary_row(rows: pd.DataFrame, lm_columns: list[str]) -> dict[str, Any]:
@@ -95,20 +56,15 @@ def summary_table(folds: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
     return summary.drop(columns=[c for c in lm_summary if summary[c].isna().all()])
 
 
-def mean_dev_cer(folds: pd.DataFrame) -> pd.Series:
-    """Per method (in the table's order), the dev CER at the best epoch averaged over folds: what chooses between
-    methods and settings, so that the test speakers only ever score."""
-    return folds.groupby("method", sort=False)["dev_cer"].mean()
-
-
 def summary_metrics(summary: pd.DataFrame, folds: pd.DataFrame) -> dict[str, dict[str, float]]:
     """Per method, the cross-fold error rates and the mean dev CER, as `dvc metrics show`/`dvc exp show` read them:
     experiments are compared on dev CER (the test speakers choose nothing), and timings are left out (never equal)."""
     dev_cer = mean_dev_cer(folds)
     metrics = {}
     for _, row in summary.iterrows():
-        rates = {c: row[c] for c in summary.columns
-                 if c.split("_")[0] in ("cer", "wer") and c.endswith(("_mean", "_std"))}
+        rates = {
+            c: row[c] for c in summary.columns if c.split("_")[0] in ("cer", "wer") and c.endswith(("_mean", "_std"))
+        }
         values = {**rates, "dev_cer_mean": dev_cer[row["method"]]}
         metrics[row["method"]] = {k: round(float(v), DECIMALS) for k, v in values.items() if not math.isnan(v)}
     return metrics
@@ -127,26 +83,46 @@ def _pct(mean: float, std: float) -> str:
 def summary_markdown(summary: pd.DataFrame, folds: pd.DataFrame, k: int) -> str:
     fold_columns = [f"cer_fold{f}" for f in range(k)]
     lm_metrics = [m for m in LM_METRICS if f"{m}_mean" in summary]
-    header = ["method", "CER %", "WER %", *(f"{m.upper().replace('_', ' + ')} %" for m in lm_metrics),
-              "CER % per fold", "trainable params"]
-    rows = [[s["method"], _pct(s["cer_mean"], s["cer_std"]), _pct(s["wer_mean"], s["wer_std"]),
-             *(_pct(s[f"{m}_mean"], s[f"{m}_std"]) for m in lm_metrics),
-             " / ".join(f"{100 * s[c]:.1f}" for c in fold_columns), f"{int(s['trainable_params']):,}"]
-            for _, s in summary.iterrows()]
+    header = [
+        "method",
+        "CER %",
+        "WER %",
+        *(f"{m.upper().replace('_', ' + ')} %" for m in lm_metrics),
+        "CER % per fold",
+        "trainable params",
+    ]
+    rows = [
+        [
+            s["method"],
+            _pct(s["cer_mean"], s["cer_std"]),
+            _pct(s["wer_mean"], s["wer_std"]),
+            *(_pct(s[f"{m}_mean"], s[f"{m}_std"]) for m in lm_metrics),
+            " / ".join(f"{100 * s[c]:.1f}" for c in fold_columns),
+            f"{int(s['trainable_params']):,}",
+        ]
+        for _, s in summary.iterrows()
+    ]
     # The split is shared by every method, so the first method's rows describe each fold's test speakers.
     first = folds[folds["method"] == summary["method"].iloc[0]]
-    fold_rows = [[str(f), speakers, str(n)] for f, speakers, n in
-                 zip(first["fold"], first["test_speakers"], first["n_utts"])]
-    return "\n\n".join([
-        "# Results",
-        f"Speaker-independent {k}-fold cross-validation: each fold tests on speakers never seen in training "
-        "(nor used for early stopping), so these numbers estimate the error rate on a new speaker of the language. "
-        "CER and WER are character and word error rates in percent (lower is better); "
-        f"mean ± std are taken across the {k} folds, std being the sample standard deviation (ddof=1).",
-        _md_table(header, rows),
-        "## Folds",
-        _md_table(["fold", "test speakers", "test utterances"], fold_rows),
-    ]) + "\n"
+    fold_rows = [
+        [str(f), speakers, str(n)] for f, speakers, n in zip(first["fold"], first["test_speakers"], first["n_utts"])
+    ]
+    return (
+        "\n\n".join(
+            [
+                "# Results",
+                f"Speaker-independent {k}-fold cross-validation: each fold tests on speakers never seen in training "
+                "(nor used for early stopping), so these numbers estimate the error rate on a new speaker of the "
+                "language. "
+                "CER and WER are character and word error rates in percent (lower is better); "
+                f"mean ± std are taken across the {k} folds, std being the sample standard deviation (ddof=1).",
+                _md_table(header, rows),
+                "## Folds",
+                _md_table(["fold", "test speakers", "test utterances"], fold_rows),
+            ]
+        )
+        + "\n"
+    )
 
 
 def summary_figure(summary: pd.DataFrame, folds: pd.DataFrame) -> Figure:
@@ -155,8 +131,17 @@ def summary_figure(summary: pd.DataFrame, folds: pd.DataFrame) -> Figure:
     FigureCanvasAgg(fig)  # render with Agg: no display, no pyplot global state
     ax = fig.add_subplot()
     x = range(len(summary))
-    ax.bar(x, 100 * summary["cer_mean"], yerr=100 * summary["cer_std"], capsize=6, width=0.6, color="tab:blue",
-           alpha=0.6, error_kw={"ecolor": "dimgray"}, label="mean ± std over folds")
+    ax.bar(
+        x,
+        100 * summary["cer_mean"],
+        yerr=100 * summary["cer_std"],
+        capsize=6,
+        width=0.6,
+        color="tab:blue",
+        alpha=0.6,
+        error_kw={"ecolor": "dimgray"},
+        label="mean ± std over folds",
+    )
     for i, method in enumerate(summary["method"]):
         cer = 100 * folds.loc[folds["method"] == method, "cer"]
         # Beside the error bar rather than on it, so points and bar stay distinguishable.
@@ -194,6 +179,12 @@ def report(metrics_dir: str | Path, out_dir: str | Path, methods: list[str], k: 
     write_json(out_dir / "summary.json", summary_metrics(summary, folds))
     log.info("report: %d method(s) × %d folds → %s", len(methods), k, out_dir)
     return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`asrflow report`'s own arguments (cli.py adds --params, --log and --threads)."""
+    parser.add_argument("--metrics", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path)
 
 
 def run_cli(args: argparse.Namespace) -> None:

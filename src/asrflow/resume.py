@@ -59,11 +59,18 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     """The optimiser's state as flat tensors (for safetensors) plus the JSON-able rest (plain numbers, such as
     Adafactor's step count)."""
     state = optimizer.state_dict()
-    tensors = {f"{index}.{name}": value.detach().clone().contiguous()
-               for index, slots in state["state"].items() for name, value in slots.items()
-               if isinstance(value, torch.Tensor)}
-    numbers = {f"{index}.{name}": value for index, slots in state["state"].items() for name, value in slots.items()
-               if not isinstance(value, torch.Tensor)}
+    tensors = {
+        f"{index}.{name}": value.detach().clone().contiguous()
+        for index, slots in state["state"].items()
+        for name, value in slots.items()
+        if isinstance(value, torch.Tensor)
+    }
+    numbers = {
+        f"{index}.{name}": value
+        for index, slots in state["state"].items()
+        for name, value in slots.items()
+        if not isinstance(value, torch.Tensor)
+    }
     return tensors, {"param_groups": state["param_groups"], "numbers": numbers}
 
 
@@ -109,8 +116,9 @@ class Checkpoints:
     def best(self) -> Path:
         return self.directory / "best"
 
-    def load(self, model: torch.nn.Module, optimizer, scheduler, scaler: torch.amp.GradScaler,
-             rng: random.Random) -> LoopState:
+    def load(
+        self, model: torch.nn.Module, optimizer, scheduler, scaler: torch.amp.GradScaler, rng: random.Random
+    ) -> LoopState:
         """The saved state, restored into the live objects; a fresh LoopState if there is nothing valid to resume."""
         state_dir = self.directory / "state"
         if not (state_dir / "loop.json").is_file():
@@ -129,24 +137,42 @@ class Checkpoints:
         np.random.set_state(tuple(_as_tuple(saved["numpy_rng"])))
         _restore_rng(load_file(str(state_dir / "rng.safetensors")))
         state = LoopState(**saved["loop"])
-        log.info("resuming from %s after epoch %d (best so far: epoch %d)", self.directory, state.epoch,
-                 state.best["epoch"])
+        log.info(
+            "resuming from %s after epoch %d (best so far: epoch %d)", self.directory, state.epoch, state.best["epoch"]
+        )
         return state
 
-    def save(self, model: torch.nn.Module, optimizer, scheduler, scaler: torch.amp.GradScaler, rng: random.Random,
-             state: LoopState) -> None:
+    def save(
+        self,
+        model: torch.nn.Module,
+        optimizer,
+        scheduler,
+        scaler: torch.amp.GradScaler,
+        rng: random.Random,
+        state: LoopState,
+    ) -> None:
         with atomic_path(self.directory / "state") as tmp:
             tmp.mkdir()
             trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-            save_file({n: t.detach().clone().contiguous() for n, t in model.state_dict().items() if n in trainable},
-                      str(tmp / "model.safetensors"))
+            save_file(
+                {n: t.detach().clone().contiguous() for n, t in model.state_dict().items() if n in trainable},
+                str(tmp / "model.safetensors"),
+            )
             tensors, rest = _optimizer_tensors(optimizer)
             save_file(tensors, str(tmp / "optimizer.safetensors"))
             save_file(_rng_tensors(), str(tmp / "rng.safetensors"))
-            write_json(tmp / "loop.json", {"key": self.key, "loop": dataclasses.asdict(state), "optimizer": rest,
-                                           "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                           "python_rng": _json_ready(rng.getstate()),
-                                           "numpy_rng": _json_ready(np.random.get_state())})
+            write_json(
+                tmp / "loop.json",
+                {
+                    "key": self.key,
+                    "loop": dataclasses.asdict(state),
+                    "optimizer": rest,
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "python_rng": _json_ready(rng.getstate()),
+                    "numpy_rng": _json_ready(np.random.get_state()),
+                },
+            )
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from asrflow import report
 from asrflow.config import ParamsError, load_stage
 from asrflow.io import write_text
+from asrflow.results import DECIMALS, folds_table
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ SIGNIFICANT_DIGITS = 3  # drawn numbers are rounded: readable commands and table
 
 
 def _draw(rng: np.random.Generator, distribution: dict[str, list]) -> Any:
-    (kind, values), = distribution.items()
+    ((kind, values),) = distribution.items()
     if kind == "choice":
         return values[int(rng.integers(len(values)))]
     low, high = values
@@ -56,7 +56,7 @@ def set_arguments(settings: dict[str, Any]) -> str:
 
 def trial_row(metrics_dir: Path, search: dict[str, Any], trial: int, k: int) -> dict[str, Any]:
     """One trial: its settings, then mean and sample std over the k folds of dev CER (the choice) and test CER/WER."""
-    folds = report.folds_table(metrics_dir / f"trial{trial}" / "metrics", [search["method"]], k)
+    folds = folds_table(metrics_dir / f"trial{trial}" / "metrics", [search["method"]], k)
     row: dict[str, Any] = {"trial": trial, **draw_trial(search["space"], search["seed"], trial), "n_folds": k}
     for metric in ("dev_cer", "cer", "wer"):
         row[f"{metric}_mean"] = folds[metric].mean()
@@ -71,16 +71,31 @@ def search_table(metrics_dir: str | Path, search: dict[str, Any], k: int) -> pd.
     # Error rates rounded as in the report's tables; the drawn settings are kept as drawn (a learning rate of 1e-5
     # must not become 0).
     rates = [c for c in table if c.endswith(("_mean", "_std"))]
-    return table.round({c: report.DECIMALS for c in rates})
+    return table.round({c: DECIMALS for c in rates})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`asrflow search`'s own arguments (cli.py adds --params, --log and --threads)."""
+    parser.add_argument("--metrics", required=True, type=Path, help="folder of trial<n>/metrics/<method>/fold<k>")
+    parser.add_argument("--out", required=True, type=Path, help="the search table (CSV)")
 
 
 def run_cli(args: argparse.Namespace) -> None:
     params = load_stage(args.params, "search")
     if not params["search"]:
-        raise ParamsError(f"{args.params}: no `search` section; declare method, trials, seed and space (README: "
-                          "Hyper-parameter search)")
+        raise ParamsError(
+            f"{args.params}: no `search` section; declare method, trials, seed and space (docs/engines.md: "
+            "Hyper-parameter search)"
+        )
     table = search_table(args.metrics, params["search"], params["folds"]["k"])
     write_text(args.out, table.to_csv(index=False))
     best = table[table["selected"]].iloc[0]
-    log.info("search: %d trials of %s; selected trial %d (mean dev CER %.4f, test CER %.4f) → %s", len(table),
-             params["search"]["method"], best["trial"], best["dev_cer_mean"], best["cer_mean"], args.out)
+    log.info(
+        "search: %d trials of %s; selected trial %d (mean dev CER %.4f, test CER %.4f) → %s",
+        len(table),
+        params["search"]["method"],
+        best["trial"],
+        best["dev_cer_mean"],
+        best["cer_mean"],
+        args.out,
+    )

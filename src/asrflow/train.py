@@ -2,7 +2,7 @@
 checkpoint in Hugging Face format with its processor and `training.json`.
 
 Before loading anything it refuses a method the base cannot take, and on a GPU it checks that the configured training
-step fits the GPU's memory (asrflow.plan), so a job that cannot fit fails in seconds instead of hours.
+step fits the GPU's memory (asrflow.memory), so a job that cannot fit fails in seconds instead of hours.
 """
 
 from __future__ import annotations
@@ -24,15 +24,22 @@ from asrflow.checkpoint import DESCRIPTION, open_base
 from asrflow.io import atomic_path, read_json, write_json
 from asrflow.loop import fit, loop_config, prepare_model, split_alignable, training_set
 from asrflow.manifest import read_manifest, total_seconds
+from asrflow.memory import check_device_fits
 from asrflow.model import make_processor
-from asrflow.plan import check_device_fits
 from asrflow.resume import Checkpoints, fingerprint, resume_dir
 
 log = logging.getLogger(__name__)
 
 
-def train_fold(fold_dir: Path, speed_manifest: Path, base_dir: Path, method_name: str, params: dict,
-               out_dir: Path, curve_path: Path) -> dict:
+def train_fold(
+    fold_dir: Path,
+    speed_manifest: Path,
+    base_dir: Path,
+    method_name: str,
+    params: dict,
+    out_dir: Path,
+    curve_path: Path,
+) -> dict:
     train_cfg, augment_cfg = params["train"], params["augment"]
     language = params["corpus"]["language"]
     method = methods.get(method_name)
@@ -51,39 +58,87 @@ def train_fold(fold_dir: Path, speed_manifest: Path, base_dir: Path, method_name
     train_clips, dropped = split_alignable(model, load_clips(train_utts, encode, feature_extractor))
     dev_clips = load_clips(read_manifest(fold_dir / "dev.csv"), encode, feature_extractor)
     trainable, total = methods.count_parameters(model)
-    log.info("%s fold %s: %d training clips (%.1f min with speed copies), %d dev clips, %d/%d parameters train",
-             method_name, fold_dir.name, len(train_clips), total_seconds(train_utts) / 60, len(dev_clips),
-             trainable, total)
+    log.info(
+        "%s fold %s: %d training clips (%.1f min with speed copies), %d dev clips, %d/%d parameters train",
+        method_name,
+        fold_dir.name,
+        len(train_clips),
+        total_seconds(train_utts) / 60,
+        len(dev_clips),
+        trainable,
+        total,
+    )
 
     # base.json holds the digest of every base tensor: the resumed run starts from the same weights.
-    inputs = [fold_dir / "train.csv", fold_dir / "dev.csv", fold_dir / "vocab.json", speed_manifest,
-              base_dir / DESCRIPTION]
-    checkpoints = Checkpoints(resume_dir(out_dir), fingerprint({**params, "processes": distributed.world_size()},
-                                                                inputs))
+    inputs = [
+        fold_dir / "train.csv",
+        fold_dir / "dev.csv",
+        fold_dir / "vocab.json",
+        speed_manifest,
+        base_dir / DESCRIPTION,
+    ]
+    checkpoints = Checkpoints(
+        resume_dir(out_dir), fingerprint({**params, "processes": distributed.world_size()}, inputs)
+    )
 
     def save_best(trained: torch.nn.Module) -> None:
         with atomic_path(checkpoints.best) as tmp:
             method.save(trained, tmp, language)
             processor.save_pretrained(tmp)
 
-    result = fit(method.task(model, processor, train_cfg[method_name], base), train_clips, dev_clips,
-                 loop_config(train_cfg, method_name), save_best, curve_path, f"{method_name}/{fold_dir.name}",
-                 checkpoints)
-    info = {**result, "method": method_name, "fold": int(fold_dir.name.removeprefix("fold")),
-            "language": language, "trainable_params": trainable, "total_params": total,
-            "train_audio_seconds": round(sum(c.n_samples for c in train_clips) / TARGET_RATE, 2),
-            "dropped_utterances": [{"utt_id": c.utt_id, "reason": r} for c, r in dropped],
-            "base": base.name, "base_model_type": base.model_type,
-            "settings": {k: v for k, v in train_cfg.items() if k in {"seed", "max_epochs", "patience",
-                                                                    "batch_seconds", "warmup_steps", "grad_clip"}}
-            | {method_name: train_cfg[method_name], "augment": augment_cfg},
-            "loop": dataclasses.asdict(loop_config(train_cfg, method_name))}
+    result = fit(
+        method.task(model, processor, train_cfg[method_name], base),
+        train_clips,
+        dev_clips,
+        loop_config(train_cfg, method_name),
+        save_best,
+        curve_path,
+        f"{method_name}/{fold_dir.name}",
+        checkpoints,
+    )
+    info = {
+        **result,
+        "method": method_name,
+        "fold": int(fold_dir.name.removeprefix("fold")),
+        "language": language,
+        "trainable_params": trainable,
+        "total_params": total,
+        "train_audio_seconds": round(sum(c.n_samples for c in train_clips) / TARGET_RATE, 2),
+        "dropped_utterances": [{"utt_id": c.utt_id, "reason": r} for c, r in dropped],
+        "base": base.name,
+        "base_model_type": base.model_type,
+        "settings": {
+            k: v
+            for k, v in train_cfg.items()
+            if k in {"seed", "max_epochs", "patience", "batch_seconds", "warmup_steps", "grad_clip"}
+        }
+        | {method_name: train_cfg[method_name], "augment": augment_cfg},
+        "loop": dataclasses.asdict(loop_config(train_cfg, method_name)),
+    }
     if distributed.is_main():
         with atomic_path(out_dir) as tmp:
             shutil.copytree(checkpoints.best, tmp)
             write_json(tmp / "training.json", info)
         checkpoints.clear()
     return info
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`asrflow train`'s own arguments (cli.py adds --params, --log and --threads)."""
+    parser.add_argument("--fold", required=True, type=int)
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--folds", required=True, type=Path)
+    parser.add_argument("--speed", required=True, type=Path)
+    parser.add_argument("--base", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--curve", required=True, type=Path, help="per-epoch metrics CSV (for dvc plots)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one params key this job reads, e.g. train.adapter.lr=0.001 (a search trial's)",
+    )
 
 
 def run_cli(args: argparse.Namespace) -> None:
@@ -93,14 +148,32 @@ def run_cli(args: argparse.Namespace) -> None:
         relaunch_with_torchrun(processes, args.threads)
         return
     distributed.init_from_environment()
-    train_fold(args.folds / f"fold{args.fold}", args.speed / "manifest.csv", args.base, args.method, params,
-               args.out, args.curve)
+    train_fold(
+        args.folds / f"fold{args.fold}",
+        args.speed / "manifest.csv",
+        args.base,
+        args.method,
+        params,
+        args.out,
+        args.curve,
+    )
 
 
 def relaunch_with_torchrun(processes: int, threads: int) -> None:
     """Run this same command as `processes` data-parallel processes on this node, sharing its threads."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               # "--" ends torchrun's own options: otherwise it claims ours (--log is ambiguous with its --log-dir)
-               "-m", "--", "asrflow.cli", *sys.argv[1:], "--threads", str(max(1, threads // processes))]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        # "--" ends torchrun's own options: otherwise it claims ours (--log is ambiguous with its --log-dir)
+        "-m",
+        "--",
+        "asrflow.cli",
+        *sys.argv[1:],
+        "--threads",
+        str(max(1, threads // processes)),
+    ]
     log.info("launching %d training processes: %s", processes, " ".join(command))
     subprocess.run(command, check=True)

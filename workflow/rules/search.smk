@@ -1,41 +1,46 @@
 # A random search over one method's training settings, declared in params.yaml `search`:
 #   snakemake --cores 2 results/search.csv
-# Only asked-for targets run it (not the default one). Snakemake only: with DVC, queue experiments instead (README).
-# Trial n trains and evaluates every fold like the grid does, with its drawn settings (`--set`, see
-# common.smk: trial_settings), under data/search/trial<n>/ and results/search/trial<n>/.
+# Only asked-for targets run it (not the default one). Snakemake only: with DVC, queue experiments instead (docs).
+# Trial n trains and evaluates every fold like the grid does, with its drawn settings (`--set`, see common.smk:
+# trial_settings), under data/search/trial<n>/ and results/search/trial<n>/: the train and evaluate stages over one
+# more axis, `trial`.
+
+train_stage = asrflow_stages.stage("train")
 
 
 rule search_train:
     input:
-        folds="data/processed/folds",
-        speed="data/processed/speed",
-        base="data/models/base",
-        code=code("train"),
+        **inputs(train_stage),
+        code=code(train_stage),
     output:
         model=directory("data/search/trial{trial}/checkpoints/{method}/fold{fold}"),
         curve="results/search/trial{trial}/curves/{method}-fold{fold}.csv",
-    params:
-        method_params("train"),
-        trial=trial_settings,
     log:
         "logs/search/trial{trial}/train/{method}-fold{fold}.log",
-    threads: threads("train")
+    conda:
+        CONDA_ENV
+    threads: threads(train_stage)
     resources:
-        mem_mb=mem_mb("train"),
-        runtime=runtime("train"),
-        **gpus("train"),
+        **gpus(train_stage),
+        mem_mb=mem_mb(train_stage),
+        runtime=train_stage.runtime,
+    params:
+        stage_params(train_stage),
+        trial=trial_settings,
     shell:
-        "asrflow train --fold {wildcards.fold} --method {wildcards.method} --folds {input.folds}"
-        " --speed {input.speed} --base {input.base} --out {output.model} --curve {output.curve}"
-        " {params.trial} --threads {threads} --log {log}"
+        shell_command(train_stage, extra=" {params.trial}")
+
+
+evaluate_stage = asrflow_stages.stage("evaluate")
 
 
 use rule evaluate as search_evaluate with:
     input:
-        folds="data/processed/folds",
-        model="data/search/trial{trial}/checkpoints/{method}/fold{fold}",
-        lm="data/processed/lm/fold{fold}",
-        code=code("evaluate"),
+        **{
+            **inputs(evaluate_stage),
+            "model": "data/search/trial{trial}/checkpoints/{method}/fold{fold}",
+        },
+        code=code(evaluate_stage),
     output:
         metrics=directory("results/search/trial{trial}/metrics/{method}/fold{fold}"),
         model=directory("data/search/trial{trial}/models/{method}/fold{fold}"),
@@ -43,19 +48,24 @@ use rule evaluate as search_evaluate with:
         "logs/search/trial{trial}/evaluate/{method}-fold{fold}.log",
 
 
+search_stage = asrflow_stages.stage("search")
+
+
 rule search:
     input:
         metrics=search_metrics(),
-        code=code("search"),
+        code=code(search_stage),
     output:
-        "results/search.csv",
-    params:
-        stage_params("search"),
+        **outputs(search_stage),
     log:
-        "logs/search.log",
-    threads: threads("search")
+        search_stage.log_path,
+    conda:
+        CONDA_ENV
+    threads: threads(search_stage)
     resources:
-        mem_mb=mem_mb("search"),
-        runtime=runtime("search"),
+        mem_mb=mem_mb(search_stage),
+        runtime=search_stage.runtime,
+    params:
+        stage_params(search_stage),
     shell:
-        "asrflow search --metrics results/search --out {output} --log {log}"
+        shell_command(search_stage)

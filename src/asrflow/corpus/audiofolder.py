@@ -23,8 +23,15 @@ def entries(metadata: Path) -> list[Entry]:
     rows = []
     for line, row in enumerate(_read_rows(metadata), start=2):
         file_name = (row["file_name"] or "").strip()
-        rows.append(Entry(utt_id=utt_id_for(file_name), audio=file_name, speaker=row["speaker_id"] or "",
-                          text=row["transcription"] or "", origin=f"{metadata.name}:{line}"))
+        rows.append(
+            Entry(
+                utt_id=utt_id_for(file_name),
+                audio=file_name,
+                speaker=row["speaker_id"] or "",
+                text=row["transcription"] or "",
+                origin=f"{metadata.name}:{line}",
+            )
+        )
     return rows
 
 

@@ -32,16 +32,25 @@ def entries(tsv: Path) -> list[Entry]:
         clip = (row["path"] or "").strip()
         # `path` is relative to clips/: joining keeps an absolute or ../ path visible to the corpus-folder check.
         audio = str(Path(CLIPS) / clip) if clip else ""
-        rows.append(Entry(utt_id=utt_id_for(clip), audio=audio, speaker=row["client_id"] or "",
-                          text=row["sentence"] or "", origin=f"{tsv.name}:{line}"))
+        rows.append(
+            Entry(
+                utt_id=utt_id_for(clip),
+                audio=audio,
+                speaker=row["client_id"] or "",
+                text=row["sentence"] or "",
+                origin=f"{tsv.name}:{line}",
+            )
+        )
     return rows
 
 
-def import_commonvoice(root: Path, rejects: Rejects, tsv: str = "validated.tsv") -> list[Utterance]:
+def import_commonvoice(root: Path, rejects: Rejects, tsv: str) -> list[Utterance]:
     table = confined(root, tsv, "corpus.commonvoice.tsv")
     if not table.is_file():
-        raise ManifestError(f"{table}: not found; a Common Voice corpus needs the tsv named by corpus.commonvoice.tsv "
-                            f"(validated.tsv, train.tsv, …) and a {CLIPS}/ folder")
+        raise ManifestError(
+            f"{table}: not found; a Common Voice corpus needs the tsv named by corpus.commonvoice.tsv "
+            f"(validated.tsv, train.tsv, …) and a {CLIPS}/ folder"
+        )
     rows = entries(table)
     if not rows:
         raise ManifestError(f"{table}: no rows")

@@ -68,28 +68,62 @@ class Phonotactics:
 PHONOTACTICS: dict[str, Phonotactics] = {
     # Swahili: open syllables, prenasalised stops, digraphs ch/sh/ny.
     "sw": Phonotactics(
-        onsets=("b", "ch", "d", "f", "g", "h", "j", "k", "l", "m", "n", "ny", "p", "r", "s", "sh", "t", "v", "w",
-                "y", "z", "mb", "nd", "ng", "nj", "nz"),
-        vowels=("a", "e", "i", "o", "u")),
+        onsets=(
+            "b",
+            "ch",
+            "d",
+            "f",
+            "g",
+            "h",
+            "j",
+            "k",
+            "l",
+            "m",
+            "n",
+            "ny",
+            "p",
+            "r",
+            "s",
+            "sh",
+            "t",
+            "v",
+            "w",
+            "y",
+            "z",
+            "mb",
+            "nd",
+            "ng",
+            "nj",
+            "nz",
+        ),
+        vowels=("a", "e", "i", "o", "u"),
+    ),
     # Finnish: ä ö y, long vowels written double, diphthongs, codas n s t l r.
     "fi": Phonotactics(
         onsets=("h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v"),
         vowels=("a", "e", "i", "o", "u", "y", "ä", "ö", "aa", "ee", "ii", "uu", "ää", "ai", "ei", "uo", "ie", "yö"),
-        codas=("n", "s", "t", "l", "r"), coda_probability=0.3),
+        codas=("n", "s", "t", "l", "r"),
+        coda_probability=0.3,
+    ),
     # Indonesian: CV and CVC, digraphs ng/ny.
     "id": Phonotactics(
         onsets=("b", "c", "d", "g", "h", "j", "k", "l", "m", "n", "ny", "p", "r", "s", "t", "w", "y"),
         vowels=("a", "e", "i", "o", "u"),
-        codas=("n", "ng", "r", "s", "t", "k", "l", "m", "h"), coda_probability=0.3),
+        codas=("n", "ng", "r", "s", "t", "k", "l", "m", "h"),
+        coda_probability=0.3,
+    ),
     # Estonian: õ ä ö ü, long vowels written double.
     "et": Phonotactics(
         onsets=("h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v"),
         vowels=("a", "e", "i", "o", "u", "õ", "ä", "ö", "ü", "aa", "ee", "ii", "uu", "ai", "ei"),
-        codas=("n", "s", "t", "l", "r", "k"), coda_probability=0.3),
+        codas=("n", "s", "t", "l", "r", "k"),
+        coda_probability=0.3,
+    ),
 }
 # Letters that most Latin-script languages read natively; words espeak still switches on are dropped.
-GENERIC_PHONOTACTICS = Phonotactics(onsets=("p", "t", "k", "m", "n", "l", "s"), vowels=("a", "e", "i", "o", "u"),
-                                    codas=("n",), coda_probability=0.15)
+GENERIC_PHONOTACTICS = Phonotactics(
+    onsets=("p", "t", "k", "m", "n", "l", "s"), vowels=("a", "e", "i", "o", "u"), codas=("n",), coda_probability=0.15
+)
 
 
 @dataclass(frozen=True)
@@ -140,12 +174,21 @@ class Espeak:
         lib.espeak_SetSynthCallback.argtypes = [self._CALLBACK]
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                                     ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
         lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
         lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
-        rate = lib.espeak_Initialize(self.AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(),
-                                     self.INITIALIZE_DONT_EXIT)
+        rate = lib.espeak_Initialize(
+            self.AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), self.INITIALIZE_DONT_EXIT
+        )
         if rate != SAMPLE_RATE:
             raise RuntimeError(f"espeak-ng failed to initialise (returned {rate}); is espeakng-loader installed?")
         self._lib = lib
@@ -169,16 +212,21 @@ class Espeak:
         pointer = ctypes.c_char_p(buffer)
         clauses = []
         while pointer.value:  # espeak advances the pointer one clause per call and sets it to NULL at the end
-            clauses.append(self._lib.espeak_TextToPhonemes(ctypes.byref(pointer), self.CHARS_UTF8,
-                                                           self.PHONEMES_IPA).decode())
+            clauses.append(
+                self._lib.espeak_TextToPhonemes(ctypes.byref(pointer), self.CHARS_UTF8, self.PHONEMES_IPA).decode()
+            )
         return " ".join(clauses)
 
     def synthesise(self, speaker: Speaker, text: str) -> np.ndarray:
         """int16 samples at SAMPLE_RATE of `text` spoken by `speaker`."""
         self.set_voice(speaker.voice)
         # Parameters are library-global like the voice: set all of them for every utterance.
-        for parameter, value in ((self.RATE, speaker.rate), (self.VOLUME, VOLUME), (self.PITCH, speaker.pitch),
-                                 (self.RANGE, speaker.pitch_range)):
+        for parameter, value in (
+            (self.RATE, speaker.rate),
+            (self.VOLUME, VOLUME),
+            (self.PITCH, speaker.pitch),
+            (self.RANGE, speaker.pitch_range),
+        ):
             self._lib.espeak_SetParameter(parameter, value, 0)
         self._chunks = []
         data = text.encode()
@@ -258,8 +306,10 @@ def make_lexicon(language: str, seed: int) -> list[str]:
         if len(kept) == LEXICON_SIZE:
             kept.sort(key=lambda item: item[0])  # stable: ties keep their seeded order
             return [spelling for _, spelling in kept]
-    raise config.ParamsError(f"corpus.demo: espeak-ng reads too few pseudo-words natively in language {language!r} "
-                     f"({len(kept)} of {LEXICON_SIZE}); add its alphabet to PHONOTACTICS in {__name__}")
+    raise config.ParamsError(
+        f"corpus.demo: espeak-ng reads too few pseudo-words natively in language {language!r} "
+        f"({len(kept)} of {LEXICON_SIZE}); add its alphabet to PHONOTACTICS in {__name__}"
+    )
 
 
 def zipf_weights(size: int) -> list[float]:
@@ -311,10 +361,17 @@ def make_speakers(language: str, count: int, seed: int, corpus: str, id_format: 
     males = rng.sample(MALE_VARIANTS, len(MALE_VARIANTS))
     females = rng.sample(FEMALE_VARIANTS, len(FEMALE_VARIANTS))
     variants = [v for pair in itertools.zip_longest(males, females) for v in pair if v is not None]
-    return [Speaker(speaker_id=id_format.format(language=language, number=number), language=language,
-                    variant=variants[(number - 1) % len(variants)], rate=rng.randint(*RATE_WPM),
-                    pitch=rng.randint(*PITCH), pitch_range=rng.randint(*PITCH_RANGE))
-            for number in range(1, count + 1)]
+    return [
+        Speaker(
+            speaker_id=id_format.format(language=language, number=number),
+            language=language,
+            variant=variants[(number - 1) % len(variants)],
+            rate=rng.randint(*RATE_WPM),
+            pitch=rng.randint(*PITCH),
+            pitch_range=rng.randint(*PITCH_RANGE),
+        )
+        for number in range(1, count + 1)
+    ]
 
 
 def shared_count(per_speaker: int) -> int:
@@ -433,8 +490,17 @@ def synthesise_demo(cfg: dict[str, Any], target_dir: Path, source_dir: Path) -> 
             durations = synthesise_all(jobs, progress)
         write_metadata(target_tmp, target, with_language=False)
         write_metadata(source_tmp, source, with_language=True)
-        log.info("demo corpus: %s; %s", summary("target", target_tmp, target, durations),
-                 summary("source", source_tmp, source, durations))
+        log.info(
+            "demo corpus: %s; %s",
+            summary("target", target_tmp, target, durations),
+            summary("source", source_tmp, source, durations),
+        )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`asrflow demo`'s own arguments (cli.py adds --params, --log and --threads)."""
+    parser.add_argument("--target", required=True, type=Path)
+    parser.add_argument("--source", required=True, type=Path)
 
 
 def run_cli(args: argparse.Namespace) -> None:

@@ -48,13 +48,15 @@ def read_speakers(root: Path, mapping: str | None) -> dict[tuple[str, str], str]
         return {}
     path = confined(root, mapping, "corpus.elan.speakers")
     if not path.is_file():
-        raise ManifestError(f"{path}: not found; corpus.elan.speakers names a CSV {list(SPEAKER_COLUMNS)} inside "
-                            f"the corpus folder")
+        raise ManifestError(
+            f"{path}: not found; corpus.elan.speakers names a CSV {list(SPEAKER_COLUMNS)} inside the corpus folder"
+        )
     reader = csv.DictReader(read_utf8(path).splitlines())
     if tuple(reader.fieldnames or ()) != SPEAKER_COLUMNS:
         raise ManifestError(f"{path}: columns {reader.fieldnames}, expected {list(SPEAKER_COLUMNS)}")
-    return {(posixpath.normpath(row["eaf_file"].strip()), row["tier"].strip()): row["speaker"].strip()
-            for row in reader}
+    return {
+        (posixpath.normpath(row["eaf_file"].strip()), row["tier"].strip()): row["speaker"].strip() for row in reader
+    }
 
 
 def media_path(root: Path, eaf_rel: str, eaf: Eaf) -> tuple[str, float]:
@@ -78,45 +80,63 @@ def media_path(root: Path, eaf_rel: str, eaf: Eaf) -> tuple[str, float]:
 def tier_speaker(eaf: Eaf, eaf_rel: str, tier: str, speakers: dict[tuple[str, str], str]) -> str:
     speaker = speakers.get((eaf_rel, tier)) or eaf.get_parameters_for_tier(tier).get("PARTICIPANT", "").strip()
     if not speaker:
-        raise ManifestError(f"{eaf_rel}: tier {tier!r} has no PARTICIPANT and corpus.elan.speakers has no row "
-                            f"for it; set the participant in ELAN or add `{eaf_rel},{tier},<speaker>` to the mapping")
+        raise ManifestError(
+            f"{eaf_rel}: tier {tier!r} has no PARTICIPANT and corpus.elan.speakers has no row "
+            f"for it; set the participant in ELAN or add `{eaf_rel},{tier},<speaker>` to the mapping"
+        )
     return speaker
 
 
-def tier_entries(eaf: Eaf, eaf_rel: str, tier: str, speaker: str, audio: str, offset: float,
-                 rejects: Rejects) -> list[Entry]:
+def tier_entries(
+    eaf: Eaf, eaf_rel: str, tier: str, speaker: str, audio: str, offset: float, rejects: Rejects
+) -> list[Entry]:
     rows = []
     stem = safe_id(str(Path(eaf_rel).with_suffix("")))
     for start_ms, end_ms, value, *_ in sorted(eaf.get_annotation_data_for_tier(tier), key=lambda a: a[0] or 0):
         aligned = start_ms is not None and end_ms is not None
-        entry = Entry(utt_id=f"{stem}_{safe_id(tier)}_{start_ms}", audio=audio, speaker=speaker, text=value or "",
-                      origin=f"{eaf_rel}:{tier}:{start_ms}-{end_ms}ms",
-                      start=start_ms / 1000 + offset if aligned else None,
-                      end=end_ms / 1000 + offset if aligned else None)
+        entry = Entry(
+            utt_id=f"{stem}_{safe_id(tier)}_{start_ms}",
+            audio=audio,
+            speaker=speaker,
+            text=value or "",
+            origin=f"{eaf_rel}:{tier}:{start_ms}-{end_ms}ms",
+            start=start_ms / 1000 + offset if aligned else None,
+            end=end_ms / 1000 + offset if aligned else None,
+        )
         if not aligned:
             rejects.bad(entry, "annotation is not time-aligned")
         elif not audio:
-            rejects.bad(entry, "no recording: the eaf links no audio file inside the corpus folder and there is no "
-                               f"audio file named like it ({', '.join(AUDIO_SUFFIXES)})")
+            rejects.bad(
+                entry,
+                "no recording: the eaf links no audio file inside the corpus folder and there is no "
+                f"audio file named like it ({', '.join(AUDIO_SUFFIXES)})",
+            )
         else:
             rows.append(entry)
     return rows
 
 
-def file_entries(root: Path, eaf_path: Path, tiers: list[str], speakers: dict[tuple[str, str], str],
-                 rejects: Rejects) -> list[Entry]:
+def file_entries(
+    root: Path, eaf_path: Path, tiers: list[str], speakers: dict[tuple[str, str], str], rejects: Rejects
+) -> list[Entry]:
     eaf_rel = eaf_path.relative_to(root).as_posix()
     eaf = read_eaf(confined(root, eaf_rel, eaf_rel))  # a symlink out of the corpus folder is refused too
     present = [t for t in tiers if t in eaf.tiers]
     if not present:
         raise ManifestError(f"{eaf_path}: no tier {tiers}; its tiers are {sorted(eaf.tiers)}: set corpus.elan.tier")
     audio, offset = media_path(root, eaf_rel, eaf)
-    return [entry for tier in present for entry in
-            tier_entries(eaf, eaf_rel, tier, tier_speaker(eaf, eaf_rel, tier, speakers), audio, offset, rejects)]
+    return [
+        entry
+        for tier in present
+        for entry in tier_entries(
+            eaf, eaf_rel, tier, tier_speaker(eaf, eaf_rel, tier, speakers), audio, offset, rejects
+        )
+    ]
 
 
-def import_elan(root: Path, rejects: Rejects, tier: str | list[str] | None = None,
-                speakers: str | None = None) -> list[Utterance]:
+def import_elan(
+    root: Path, rejects: Rejects, tier: str | list[str] | None = None, speakers: str | None = None
+) -> list[Utterance]:
     if not tier:
         raise ParamsError("corpus.elan.tier: name the tier (or tiers) whose annotations are the transcripts")
     eaf_files = sorted(root.rglob("*.eaf"))

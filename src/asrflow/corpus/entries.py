@@ -81,6 +81,15 @@ def admit(root: Path, entries: Iterable[Entry], rejects: Rejects) -> list[Uttera
         if reason:
             rejects.bad(entry, reason)
             continue
-        utterances.append(Utterance(utt_id=entry.utt_id, audio=str(root / entry.audio), speaker=entry.speaker.strip(),
-                                    text=entry.text, start=entry.start, end=entry.end, origin=entry.origin))
+        utterances.append(
+            Utterance(
+                utt_id=entry.utt_id,
+                audio=str(root / entry.audio),
+                speaker=entry.speaker.strip(),
+                text=entry.text,
+                start=entry.start,
+                end=entry.end,
+                origin=entry.origin,
+            )
+        )
     return utterances

@@ -32,8 +32,9 @@ def read_table(path: Path, min_fields: int) -> dict[str, tuple[list[str], int]]:
         if len(fields) < min_fields:
             raise ManifestError(f"{path}:{line_no}: expected at least {min_fields} fields, got {line!r}")
         if fields[0] in table:
-            raise ManifestError(f"{path}:{line_no}: {fields[0]!r} repeats line {table[fields[0]][1]}; "
-                                f"keys must be unique")
+            raise ManifestError(
+                f"{path}:{line_no}: {fields[0]!r} repeats line {table[fields[0]][1]}; keys must be unique"
+            )
         table[fields[0]] = (fields[1:], line_no)
     return table
 
@@ -45,11 +46,15 @@ def recording_paths(root: Path) -> dict[str, str]:
     for recording, (fields, line_no) in read_table(wav_scp, 2).items():
         path, where = " ".join(fields), f"{wav_scp}:{line_no}"
         if path.endswith("|"):
-            raise ManifestError(f"{where}: {recording} is a command ({path!r}); asrflow never runs commands from a "
-                                f"corpus: write the audio to a file and put its path here")
+            raise ManifestError(
+                f"{where}: {recording} is a command ({path!r}); asrflow never runs commands from a "
+                f"corpus: write the audio to a file and put its path here"
+            )
         if ".ark:" in path or path.startswith("ark:"):
-            raise ManifestError(f"{where}: {recording} points into a Kaldi archive ({path!r}); write each recording "
-                                f"to its own audio file and put its path here")
+            raise ManifestError(
+                f"{where}: {recording} points into a Kaldi archive ({path!r}); write each recording "
+                f"to its own audio file and put its path here"
+            )
         confined(root, path, where)
         paths[recording] = path
     return paths
@@ -99,8 +104,15 @@ def entries(root: Path, rejects: Rejects) -> list[Entry]:
     rows = []
     for utt, transcript, line_no in lines:
         recording, start, end, _ = segments[utt] if segments and utt in segments else (utt, None, None, 0)
-        entry = Entry(utt_id=utt, audio=paths.get(recording, ""), speaker=speakers[utt][0][0] if utt in speakers
-                      else "", text=transcript, origin=f"text:{line_no}", start=start, end=end)
+        entry = Entry(
+            utt_id=utt,
+            audio=paths.get(recording, ""),
+            speaker=speakers[utt][0][0] if utt in speakers else "",
+            text=transcript,
+            origin=f"text:{line_no}",
+            start=start,
+            end=end,
+        )
         reason = missing_link(utt, recording, paths, speakers, segments)
         if reason:
             rejects.bad(entry, reason)
@@ -119,7 +131,8 @@ def entries(root: Path, rejects: Rejects) -> list[Entry]:
 def import_kaldi(root: Path, rejects: Rejects) -> list[Utterance]:
     missing = [name for name in REQUIRED if not (root / name).is_file()]
     if missing:
-        raise ManifestError(f"{root}: missing {missing}; a Kaldi data directory needs {list(REQUIRED)} "
-                            f"(and optionally segments)")
+        raise ManifestError(
+            f"{root}: missing {missing}; a Kaldi data directory needs {list(REQUIRED)} (and optionally segments)"
+        )
     rows = entries(root, rejects)
     return admit(root, rows, rejects)

@@ -10,9 +10,9 @@ from typing import Protocol
 import torch
 from transformers import PreTrainedModel, ProcessorMixin
 
+from asrflow import config
 from asrflow.checkpoint import Base
 from asrflow.errors import AsrflowError
-
 from asrflow.methods.adapter import LanguageAdapter
 from asrflow.methods.frozen import FrozenEncoder
 from asrflow.methods.full import FullFineTune
@@ -26,8 +26,15 @@ class Method(Protocol):
     def unavailable(self, base: Base, cfg: dict) -> str:
         """Why this method cannot train on `base` with settings `cfg` ('' if it can)."""
 
-    def prepare(self, base: Base, vocab: dict[str, int], overrides: dict, cfg: dict, language: str,
-                warm_language: str | None = None) -> torch.nn.Module:
+    def prepare(
+        self,
+        base: Base,
+        vocab: dict[str, int],
+        overrides: dict,
+        cfg: dict,
+        language: str,
+        warm_language: str | None = None,
+    ) -> torch.nn.Module:
         """Load `base` with a CTC head for `vocab` (token → id) and mark which parameters train; `language` is the
         corpus', `warm_language` the base's vocabulary/adapter entry to warm-start from (default: `language`)."""
 
@@ -41,8 +48,9 @@ class Method(Protocol):
         """Load what `save` wrote, ready for inference."""
 
 
-METHODS: dict[str, Method] = {m.name: m for m in (FullFineTune(), LanguageAdapter(), LoRA(), FrozenEncoder(),
-                                                   Scratch())}
+METHODS: dict[str, Method] = {
+    m.name: m for m in (FullFineTune(), LanguageAdapter(), LoRA(), FrozenEncoder(), Scratch())
+}
 
 
 class MethodUnavailable(AsrflowError):
@@ -58,11 +66,18 @@ def get(name: str) -> Method:
 def check_available(base: Base, name: str, train_cfg: dict) -> None:
     """Stop before any training when `name` cannot run on `base`, naming the methods that can (with the settings
     in `train_cfg`, the params' train section)."""
-    reason = get(name).unavailable(base, train_cfg.get(name, {}))
+    reason = get(name).unavailable(base, train_cfg[name])
     if reason:
-        can = [m for m, method in METHODS.items() if not method.unavailable(base, train_cfg.get(m, {}))]
-        raise MethodUnavailable(f"method {name!r} cannot train on model.base {base.name} ({base.model_type}): "
-                                f"{reason}. Methods that can: {', '.join(can)}")
+        # A method the params leave out: judged with its schema defaults.
+        can = [
+            m
+            for m, method in METHODS.items()
+            if not method.unavailable(base, train_cfg[m] if m in train_cfg else config.defaults(f"train.{m}"))
+        ]
+        raise MethodUnavailable(
+            f"method {name!r} cannot train on model.base {base.name} ({base.model_type}): "
+            f"{reason}. Methods that can: {', '.join(can)}"
+        )
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

@@ -12,7 +12,7 @@ from transformers import Wav2Vec2ForCTC
 from transformers.models.wav2vec2.modeling_wav2vec2 import WAV2VEC2_ADAPTER_SAFE_FILE
 
 from asrflow.checkpoint import ADAPTER_FILE, HEAD_PREFIX, Base, read_tensors
-from asrflow.methods.full import ConvFrozenMethod, load_with_new_head, require_safetensors, warm_start_head
+from asrflow.methods.base import ConvFrozenMethod, load_with_new_head, require_safetensors, warm_start_head
 
 
 def warm_start_adapters(model: Wav2Vec2ForCTC, base: Base, language: str) -> int:
@@ -33,13 +33,23 @@ class LanguageAdapter(ConvFrozenMethod):
     def unavailable(self, base: Base, cfg: dict) -> str:
         if base.has_mms_adapters:
             return ""
-        why = ("config.adapter_attn_dim is unset: it is a checkpoint without MMS adapter layers (MMS-1b-all, -l1107 "
-               "and -fl102 have them)" if base.model_type == "wav2vec2"
-               else f"MMS attention adapters exist only in wav2vec2 models, and this is {base.model_type}")
+        why = (
+            "config.adapter_attn_dim is unset: it is a checkpoint without MMS adapter layers (MMS-1b-all, -l1107 "
+            "and -fl102 have them)"
+            if base.model_type == "wav2vec2"
+            else f"MMS attention adapters exist only in wav2vec2 models, and this is {base.model_type}"
+        )
         return f"no language adapter layers to train ({why})"
 
-    def prepare(self, base: Base, vocab: dict[str, int], overrides: dict, cfg: dict, language: str,
-                warm_language: str | None = None) -> torch.nn.Module:
+    def prepare(
+        self,
+        base: Base,
+        vocab: dict[str, int],
+        overrides: dict,
+        cfg: dict,
+        language: str,
+        warm_language: str | None = None,
+    ) -> torch.nn.Module:
         model = load_with_new_head(base, vocab, overrides, warm_language or language)
         # transformers 5 re-initialises only the head here and leaves the adapter layers as loaded: the base's own
         # (MMS: its default language's), unless the base has an adapter file for the warm-start language.

@@ -13,17 +13,16 @@ method caches the whole encoder and trains the head (`train_top_layers: 0`).
 
 from __future__ import annotations
 
-
 import torch
 from transformers import PreTrainedModel, ProcessorMixin
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
 
-from asrflow.batching import Clip, InputSpec, pad_labels, sequential_batches
+from asrflow.batching import Clip, InputSpec, pad_labels
 from asrflow.checkpoint import Base
 from asrflow.features import FeatureClip, cache_dir, cached_features, encoder_of, pad_features
-from asrflow.methods.full import AudioMethod, load_with_new_head
-from asrflow.model import greedy_decode, model_device
+from asrflow.methods.base import AudioMethod, load_with_new_head
+from asrflow.model import clip_logits, greedy_texts, model_device
 
 # Families whose encoder layers take (hidden_states, attention_mask) only: their top layers can run on cached input.
 TOP_LAYER_FAMILIES = ("wav2vec2", "hubert", "data2vec-audio")
@@ -35,7 +34,7 @@ class _Captured(Exception):
 
 def top_layers(model: PreTrainedModel, n_top: int) -> list[torch.nn.Module]:
     layers = list(encoder_of(model).encoder.layers)
-    return layers[len(layers) - n_top:] if n_top else []
+    return layers[len(layers) - n_top :] if n_top else []
 
 
 def stable_layer_norm(config) -> bool:
@@ -51,6 +50,7 @@ def frozen_part(n_top: int, n_layers: int, stable: bool):
 
     def uses(name: str) -> bool:
         return not name.startswith(("lm_head.", *trained))
+
     return uses
 
 
@@ -58,31 +58,40 @@ class FrozenEncoder(AudioMethod):
     name = "frozen"
 
     def unavailable(self, base: Base, cfg: dict) -> str:
-        n_top = cfg.get("train_top_layers", 0)
+        n_top = cfg["train_top_layers"]
         if n_top and base.model_type not in TOP_LAYER_FAMILIES:
-            return (f"train.frozen.train_top_layers is {n_top}, but a {base.model_type} encoder's "
-                    f"layers cannot run on cached hidden states alone (they take position terms only the first layer "
-                    f"or the encoder computes); set train.frozen.train_top_layers: 0 to train the head on the "
-                    f"cached encoder output")
+            return (
+                f"train.frozen.train_top_layers is {n_top}, but a {base.model_type} encoder's "
+                f"layers cannot run on cached hidden states alone (they take position terms only the first layer "
+                f"or the encoder computes); set train.frozen.train_top_layers: 0 to train the head on the "
+                f"cached encoder output"
+            )
         if n_top > base.info["num_hidden_layers"]:
-            return (f"train.frozen.train_top_layers is {n_top}, but the base has "
-                    f"{base.info['num_hidden_layers']} layers")
+            return f"train.frozen.train_top_layers is {n_top}, but the base has {base.info['num_hidden_layers']} layers"
         return ""
 
-    def prepare(self, base: Base, vocab: dict[str, int], overrides: dict, cfg: dict, language: str,
-                warm_language: str | None = None) -> torch.nn.Module:
+    def prepare(
+        self,
+        base: Base,
+        vocab: dict[str, int],
+        overrides: dict,
+        cfg: dict,
+        language: str,
+        warm_language: str | None = None,
+    ) -> torch.nn.Module:
         model = load_with_new_head(base, vocab, overrides, warm_language or language)
         # What transformers' freeze_base_model does, for every family (data2vec-audio and Wav2Vec2-BERT lack it).
         encoder_of(model).requires_grad_(False)
-        n_top = cfg.get("train_top_layers", 0)
-        trainable = top_layers(model, n_top) + ([encoder_of(model).encoder.layer_norm]
-                                                if n_top and stable_layer_norm(model.config) else [])
+        n_top = cfg["train_top_layers"]
+        trainable = top_layers(model, n_top) + (
+            [encoder_of(model).encoder.layer_norm] if n_top and stable_layer_norm(model.config) else []
+        )
         for module in trainable:
             module.requires_grad_(True)
         return model
 
-    def task(self, model: torch.nn.Module, processor: ProcessorMixin, cfg: dict, base: Base) -> "TopLayersTask":
-        return TopLayersTask(model, processor, cfg.get("train_top_layers", 0), base)
+    def task(self, model: torch.nn.Module, processor: ProcessorMixin, cfg: dict, base: Base) -> TopLayersTask:
+        return TopLayersTask(model, processor, cfg["train_top_layers"], base)
 
 
 class TopLayersTask:
@@ -91,8 +100,9 @@ class TopLayersTask:
     def __init__(self, model: PreTrainedModel, processor: ProcessorMixin, n_top: int, base: Base) -> None:
         self.model, self.processor, self.n_top = model, processor, n_top
         self.spec = InputSpec.of(processor.feature_extractor)
-        self.directory = cache_dir(base, f"top{n_top}", frozen_part(n_top, model.config.num_hidden_layers,
-                                                                     stable_layer_norm(model.config)))
+        self.directory = cache_dir(
+            base, f"top{n_top}", frozen_part(n_top, model.config.num_hidden_layers, stable_layer_norm(model.config))
+        )
 
     def _compute(self, clip: Clip) -> torch.Tensor:
         captured: dict[str, torch.Tensor] = {}
@@ -122,9 +132,13 @@ class TopLayersTask:
         config = self.model.config
         if not config.mask_time_prob:
             return features
-        masked = _compute_mask_indices(tuple(features.shape[:2]), mask_prob=config.mask_time_prob,
-                                       mask_length=config.mask_time_length, attention_mask=mask,
-                                       min_masks=config.mask_time_min_masks)
+        masked = _compute_mask_indices(
+            tuple(features.shape[:2]),
+            mask_prob=config.mask_time_prob,
+            mask_length=config.mask_time_length,
+            attention_mask=mask,
+            min_masks=config.mask_time_min_masks,
+        )
         return features.masked_fill(torch.from_numpy(masked).to(features.device)[..., None], 0.0)
 
     def _logits(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -147,21 +161,21 @@ class TopLayersTask:
         features, mask = self._padded(clips)
         logits = self._logits(self._mask_time(features, mask), mask)
         config = self.model.config
-        return self.model.loss_function(logits=logits, labels=pad_labels([c.labels for c in clips]).to(mask.device),
-                                        logit_lengths=mask.sum(-1),
-                                        blank_token_id=config.pad_token_id, reduction=config.ctc_loss_reduction,
-                                        zero_infinity=config.ctc_zero_infinity)
+        return self.model.loss_function(
+            logits=logits,
+            labels=pad_labels([c.labels for c in clips]).to(mask.device),
+            logit_lengths=mask.sum(-1),
+            blank_token_id=config.pad_token_id,
+            reduction=config.ctc_loss_reduction,
+            zero_infinity=config.ctc_zero_infinity,
+        )
+
+    def _batch_logits(self, clips: list[FeatureClip]) -> tuple[torch.Tensor, torch.Tensor]:
+        features, mask = self._padded(clips)
+        return self._logits(features, mask), mask.sum(-1)
 
     def transcribe(self, clips: list[FeatureClip], batch_seconds: float) -> list[str]:
-        self.model.eval()
-        hypotheses = [""] * len(clips)
-        with torch.inference_mode():
-            for batch_ids in sequential_batches([c.n_samples for c in clips], batch_seconds):
-                features, mask = self._padded([clips[i] for i in batch_ids])
-                for index, text in zip(batch_ids, greedy_decode(self._logits(features, mask), mask.sum(-1),
-                                                                self.processor)):
-                    hypotheses[index] = text
-        return hypotheses
+        return greedy_texts(clip_logits(self.model, clips, batch_seconds, self._batch_logits), self.processor)
 
     def train(self) -> None:
         self.model.train()

@@ -11,30 +11,44 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.utils import SAFETENSORS_WEIGHTS_NAME
+
 from asrflow.checkpoint import Base
 from asrflow.io import read_json
-from asrflow.methods.full import ConvFrozenMethod, load_with_new_head, require_safetensors
+from asrflow.methods.base import ConvFrozenMethod, load_with_new_head, require_safetensors
 
 PEFT_DIR = "peft"
 # `target_modules` are named as in wav2vec2/HuBERT/WavLM/data2vec-audio; Wav2Vec2-BERT's conformer names its
 # attention projections differently (its feed-forward layers share the names).
-MODULE_NAMES = {"wav2vec2-bert": {"q_proj": "linear_q", "k_proj": "linear_k", "v_proj": "linear_v",
-                                  "out_proj": "linear_out"}}
+MODULE_NAMES = {
+    "wav2vec2-bert": {"q_proj": "linear_q", "k_proj": "linear_k", "v_proj": "linear_v", "out_proj": "linear_out"}
+}
 
 
 def target_modules(cfg: dict, model_type: str) -> list[str]:
     names = MODULE_NAMES.get(model_type, {})
-    return [names.get(m, m) for m in cfg.get("target_modules", ["q_proj", "v_proj"])]
+    return [names.get(m, m) for m in cfg["target_modules"]]
 
 
 class LoRA(ConvFrozenMethod):
     name = "lora"
 
-    def prepare(self, base: Base, vocab: dict[str, int], overrides: dict, cfg: dict, language: str,
-                warm_language: str | None = None) -> torch.nn.Module:
+    def prepare(
+        self,
+        base: Base,
+        vocab: dict[str, int],
+        overrides: dict,
+        cfg: dict,
+        language: str,
+        warm_language: str | None = None,
+    ) -> torch.nn.Module:
         model = load_with_new_head(base, vocab, overrides, warm_language or language)
-        lora = LoraConfig(r=cfg.get("r", 8), lora_alpha=cfg.get("alpha", 16), lora_dropout=cfg.get("dropout", 0.05),
-                          target_modules=target_modules(cfg, base.model_type), modules_to_save=["lm_head"])
+        lora = LoraConfig(
+            r=cfg["r"],
+            lora_alpha=cfg["alpha"],
+            lora_dropout=cfg["dropout"],
+            target_modules=target_modules(cfg, base.model_type),
+            modules_to_save=["lm_head"],
+        )
         return get_peft_model(model, lora)
 
     def save(self, model: torch.nn.Module, out_dir: Path, language: str) -> None:

@@ -7,18 +7,25 @@ import torch
 from transformers import AutoConfig, AutoModelForCTC, ProcessorMixin
 
 from asrflow.checkpoint import Base
-from asrflow.methods.full import AudioMethod, freeze_conv_encoder
+from asrflow.methods.base import AudioMethod, freeze_conv_encoder
 from asrflow.model import AudioTask
 
 
 class Scratch(AudioMethod):
     name = "scratch"
 
-    def prepare(self, base: Base, vocab: dict[str, int], overrides: dict, cfg: dict, language: str,
-                warm_language: str | None = None) -> torch.nn.Module:
+    def prepare(
+        self,
+        base: Base,
+        vocab: dict[str, int],
+        overrides: dict,
+        cfg: dict,
+        language: str,
+        warm_language: str | None = None,
+    ) -> torch.nn.Module:
         config = AutoConfig.from_pretrained(base.directory, vocab_size=len(vocab), **overrides)
         model = AutoModelForCTC.from_config(config)  # random init, seeded by the training stage
-        if cfg.get("freeze_feature_encoder", False):
+        if cfg["freeze_feature_encoder"]:
             freeze_conv_encoder(model, base)
         return model
 

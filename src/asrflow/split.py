@@ -1,8 +1,8 @@
 """The `split` stage: speaker-independent k-fold cross-validation.
 
 Every speaker is tested in exactly one fold; folds are balanced by audio duration; each fold's dev speakers (for early
-stopping) come from its training side, never from its test speakers. The CTC vocabulary of each fold is built from that
-fold's training text only, so no symbol is learnt from test (or dev) speakers.
+stopping) come from its training side, never from its test speakers. The CTC vocabulary of each fold (asrflow.vocab) is
+built from that fold's training text only, so no symbol is learnt from test (or dev) speakers.
 
 Output folder: `fold<k>/{train,dev,test}.csv` (manifests), `fold<k>/vocab.json` (token → id), `folds.json` (summary).
 """
@@ -18,10 +18,9 @@ from pathlib import Path
 from asrflow import config
 from asrflow.io import atomic_path, write_json
 from asrflow.manifest import ManifestError, Utterance, read_manifest, write_manifest
+from asrflow.vocab import build_vocab
 
 log = logging.getLogger(__name__)
-
-PAD, UNK, WORD_DELIMITER = "<pad>", "<unk>", "|"
 
 
 class FoldError(ManifestError):
@@ -55,15 +54,11 @@ def choose_dev(training: list[str], n_dev: int, seed: int, fold: int) -> list[st
 def check_speaker_count(n_speakers: int, k: int, n_dev: int) -> None:
     needed = k + n_dev
     if n_speakers < needed:
-        raise FoldError(f"the corpus has {n_speakers} speakers; folds.k={k} with folds.dev_speakers={n_dev} needs at "
-                        f"least {needed} (one test speaker per fold, {n_dev} dev + 1 training speaker on each "
-                        f"training side); lower folds.k or folds.dev_speakers, or add speakers")
-
-
-def build_vocab(texts: list[str]) -> dict[str, int]:
-    """CTC vocabulary: blank/pad first (id 0), unknown, word delimiter, then characters in code-point order."""
-    chars = sorted({ch for text in texts for ch in text if ch != " "})
-    return {token: i for i, token in enumerate([PAD, UNK, WORD_DELIMITER, *chars])}
+        raise FoldError(
+            f"the corpus has {n_speakers} speakers; folds.k={k} with folds.dev_speakers={n_dev} needs at "
+            f"least {needed} (one test speaker per fold, {n_dev} dev + 1 training speaker on each "
+            f"training side); lower folds.k or folds.dev_speakers, or add speakers"
+        )
 
 
 def split(utterances: list[Utterance], folds_cfg: dict) -> list[dict]:
@@ -76,18 +71,28 @@ def split(utterances: list[Utterance], folds_cfg: dict) -> list[dict]:
         training_side = sorted(set(seconds) - set(test))
         dev = choose_dev(training_side, n_dev, seed, fold)
         train = sorted(set(training_side) - set(dev))
-        parts = {name: [u for u in utterances if u.speaker in speakers]
-                 for name, speakers in (("train", train), ("dev", dev), ("test", test))}
-        result.append({"fold": fold, "speakers": {"train": train, "dev": dev, "test": test}, **parts,
-                       "vocab": build_vocab([u.text for u in parts["train"]])})
+        parts = {
+            name: [u for u in utterances if u.speaker in speakers]
+            for name, speakers in (("train", train), ("dev", dev), ("test", test))
+        }
+        result.append(
+            {
+                "fold": fold,
+                "speakers": {"train": train, "dev": dev, "test": test},
+                **parts,
+                "vocab": build_vocab([u.text for u in parts["train"]]),
+            }
+        )
     return result
 
 
 def _summary(fold: dict) -> dict:
-    return {"speakers": fold["speakers"],
-            "utterances": {p: len(fold[p]) for p in ("train", "dev", "test")},
-            "seconds": {p: round(sum(u.duration or 0 for u in fold[p]), 2) for p in ("train", "dev", "test")},
-            "vocab_size": len(fold["vocab"])}
+    return {
+        "speakers": fold["speakers"],
+        "utterances": {p: len(fold[p]) for p in ("train", "dev", "test")},
+        "seconds": {p: round(sum(u.duration or 0 for u in fold[p]), 2) for p in ("train", "dev", "test")},
+        "vocab_size": len(fold["vocab"]),
+    }
 
 
 def write_folds(folds: list[dict], out_dir: Path) -> None:
@@ -100,10 +105,24 @@ def write_folds(folds: list[dict], out_dir: Path) -> None:
         write_json(tmp / "folds.json", {f"fold{f['fold']}": _summary(f) for f in folds})
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`asrflow split`'s own arguments (cli.py adds --params, --log and --threads)."""
+    parser.add_argument("--in", dest="manifest", required=True, type=Path)
+    parser.add_argument(
+        "--out", required=True, type=Path, help="output folder: fold<k>/{train,dev,test}.csv, vocab.json"
+    )
+
+
 def run_cli(args: argparse.Namespace) -> None:
     folds_cfg = config.load_stage(args.params, "split")["folds"]
     folds = split(read_manifest(args.manifest), folds_cfg)
     write_folds(folds, args.out)
     for fold in folds:
-        log.info("fold %d: test %s, dev %s, %d training speakers, vocab %d", fold["fold"],
-                 fold["speakers"]["test"], fold["speakers"]["dev"], len(fold["speakers"]["train"]), len(fold["vocab"]))
+        log.info(
+            "fold %d: test %s, dev %s, %d training speakers, vocab %d",
+            fold["fold"],
+            fold["speakers"]["test"],
+            fold["speakers"]["dev"],
+            len(fold["speakers"]["train"]),
+            len(fold["vocab"]),
+        )
