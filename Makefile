@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | sed '/^WARNING: Location/d'
 	$(BIN)/python -m pip install -q $(TORCH) 2>&1 | sed '/^WARNING: Location/d'
-	$(BIN)/python -m pip install -q -e '.[test]' 2>&1 | sed '/^WARNING: Location/d'
+	$(BIN)/python -m pip install -q -e '.[test,docs,lint]' 2>&1 | sed '/^WARNING: Location/d'
 	$(BIN)/python -c "import torch, transformers, peft, snakemake, dvc, asrflow"
 	touch $@
 
@@ -53,20 +53,12 @@ checkout: setup
 
 # The documentation site in site/ (open site/index.html): docs/*.md, the parameters reference generated from the
 # params schema, CONTRIBUTING.md. --strict: a broken link, anchor or nav entry fails the build.
-$(VENV)/.docs: pyproject.toml $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e '.[test,docs]' 2>&1 | sed '/^WARNING: Location/d'
-	touch $@
-
-docs: $(VENV)/.docs
+docs: $(VENV)/.installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict   # without mkdocs-material's end-of-life banner
 
 # ruff (lint and format) on the Python, snakefmt and `snakemake --lint` on the workflow, dvc.yaml as the stage table
 # writes it. `ruff format .` and `snakefmt .` fix what the checks find.
-$(VENV)/.lint: pyproject.toml $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e '.[test,lint]' 2>&1 | sed '/^WARNING: Location/d'
-	touch $@
-
-lint: $(VENV)/.lint
+lint: $(VENV)/.installed
 	ruff check .
 	ruff format --check .
 	snakefmt --check .

@@ -86,7 +86,6 @@ def test_license_agrees_with_the_package_metadata() -> None:
     assert "Apache License\n                           Version 2.0" in (ROOT / "LICENSE").read_text(encoding="utf-8")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None, reason="the docs extra is not installed (make docs)")
 def test_docs_site_builds_strict(tmp_path: Path) -> None:
     """Every page in the nav, no broken link or anchor: what `make docs` and CI run."""
     result = subprocess.run(

@@ -182,7 +182,7 @@ def test_snakemake_plans_each_trial_like_the_grid_with_its_settings(project: Pat
         assert job["shellcmd"].lstrip().startswith("asrflow evaluate ")
     search = by_rule["search"][0]
     assert {p for p in search["input"] if p.startswith("src/")} == set(stages.code_files("search"))
-    assert search["params"] == [config.select(params, config.stage_keys("search"))]
+    assert search["params"][0] == config.select(params, config.stage_keys("search"))
     assert not [j for j in snakemake_jobs(project) if j["rule"].startswith("search")]
 
 

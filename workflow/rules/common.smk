@@ -24,36 +24,23 @@ def validate_params():
 
 def axis_values(axes):
     """The values params.yaml gives each grid axis (stages.AXES: fold → folds.ids, method → methods)."""
-    return {
-        axis: asrflow_stages.lookup(config, asrflow_stages.AXES[axis]) for axis in axes
-    }
+    return {axis: asrflow_stages.lookup(config, asrflow_stages.AXES[axis]) for axis in axes}
 
 
 def method_pattern():
     """The method wildcard matches only the methods declared in params.yaml: the grid's and the searched one."""
     searched = [config["search"]["method"]] if "search" in config else []
-    return "|".join(
-        re.escape(method) for method in dict.fromkeys([*config["methods"], *searched])
-    )
+    return "|".join(re.escape(method) for method in dict.fromkeys([*config["methods"], *searched]))
 
 
 def stage_outputs(stage):
     """Every output of the stage, over every value of its axes."""
-    return [
-        path
-        for out in stage.outs.values()
-        for path in expand(out.path, **axis_values(stage.wildcards))
-    ]
+    return [path for out in stage.outs.values() for path in expand(out.path, **axis_values(stage.wildcards))]
 
 
 def all_outputs():
     """The default target: every output of every stage both engines run (as `dvc repro` reproduces dvc.yaml)."""
-    return [
-        path
-        for stage in asrflow_stages.STAGES
-        if stage.dvc
-        for path in stage_outputs(stage)
-    ]
+    return [path for stage in asrflow_stages.STAGES if stage.dvc for path in stage_outputs(stage)]
 
 
 def params_path(dep):
@@ -63,11 +50,7 @@ def params_path(dep):
     (mtime, and checksum under --max-checksum-file-size) — as DVC sees them by hashing the folder.
     """
     path = Path(str(asrflow_stages.lookup(config, dep[2:-1])))
-    made_by_a_stage = any(
-        out.path == str(path)
-        for stage in asrflow_stages.STAGES
-        for out in stage.outs.values()
-    )
+    made_by_a_stage = any(out.path == str(path) for stage in asrflow_stages.STAGES for out in stage.outs.values())
     if made_by_a_stage or not path.is_dir():
         return str(path)
     return sorted(str(file) for file in path.rglob("*") if file.is_file())
@@ -87,10 +70,7 @@ def inputs(stage):
 
 
 def outputs(stage):
-    return {
-        name: directory(out.path) if out.directory else out.path
-        for name, out in stage.outs.items()
-    }
+    return {name: directory(out.path) if out.directory else out.path for name, out in stage.outs.items()}
 
 
 def code(stage):
@@ -102,18 +82,21 @@ def stage_params(stage):
     """Exactly the params keys the stage reads (for a per-method stage, this job's method's): Snakemake re-runs a job
     when one of them changes."""
     if "method" in stage.wildcards:
-        return lambda wildcards: asrflow_config.select(
-            config, asrflow_stages.stage_params(stage, wildcards.method)
-        )
+        return lambda wildcards: asrflow_config.select(config, asrflow_stages.stage_params(stage, wildcards.method))
     return asrflow_config.select(config, asrflow_stages.stage_params(stage))
 
 
-def shell_command(stage, extra=""):
-    """The table's command with Snakemake's wildcards, then `extra`, this job's threads and log."""
-    arguments = re.sub(r"\{(\w+)\}", lambda m: f"{{wildcards.{m[1]}}}", stage.cmd)
-    return (
-        f"asrflow {stage.name} {arguments}{extra} --threads {{threads}} --log {{log}}"
+def command(stage):
+    """The job's `asrflow <stage> …` line, its deps, outs and axes filled in: a params function, so that each rule
+    binds its own stage (Snakemake evaluates a shell expression again when the job runs, and in the loop of
+    stages.smk it would then see the loop variable's last value). Threads and log follow in the shell directive."""
+    return lambda wildcards, input, output: f"asrflow {stage.name} " + stage.cmd.format(
+        input=input, output=output, **wildcards
     )
+
+
+# The shell directive of every rule: the command (params.command), then this job's threads and log.
+SHELL = "{params.command} --threads {threads} --log {log}"
 
 
 # How jobs run; never part of a result. The table's threads are a number or `resources.threads` (params.yaml: torch

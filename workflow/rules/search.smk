@@ -26,9 +26,10 @@ rule search_train:
         runtime=train_stage.runtime,
     params:
         stage_params(train_stage),
+        command=command(train_stage),
         trial=trial_settings,
     shell:
-        shell_command(train_stage, extra=" {params.trial}")
+        "{params.command} {params.trial} --threads {threads} --log {log}"
 
 
 evaluate_stage = asrflow_stages.stage("evaluate")
@@ -67,5 +68,6 @@ rule search:
         runtime=search_stage.runtime,
     params:
         stage_params(search_stage),
+        command=command(search_stage),
     shell:
-        shell_command(search_stage)
+        SHELL

@@ -2,6 +2,7 @@
 # code as input, its outs as output, the params keys it reads as params (so a change re-runs it), one log, and one
 # `asrflow <stage>` command. dvc.yaml is written from the same table (`asrflow dvc-yaml`).
 
+
 for stage in asrflow_stages.STAGES:
     if stage.dvc:
 
@@ -24,5 +25,6 @@ for stage in asrflow_stages.STAGES:
                 runtime=stage.runtime,
             params:
                 stage_params(stage),
+                command=command(stage),
             shell:
-                shell_command(stage)
+                SHELL
