@@ -26,6 +26,9 @@ import yaml
 
 from asrflow import config
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import tiny  # noqa: E402  (tests/tiny.py: the seconds-scale configuration, shared with the tests)
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: snakemake, dvc, asrflow
 METHODS = ["full", "adapter", "lora", "frozen"]
@@ -49,30 +52,8 @@ def engine_env() -> dict[str, str]:
 
 
 def tiny_params(params: dict[str, Any]) -> dict[str, Any]:
-    """`params` cut to seconds per job: 5 target speakers × 4 utterances, 2 source languages × 2 speakers × 4
-    utterances, a one-layer 32-wide base trained one epoch, fine-tuning one epoch, FOLDS folds of METHODS."""
-    demo = params["corpus"]["demo"]
-    demo.update(
-        speakers=5,
-        utterances_per_speaker=4,
-        source_languages=demo["source_languages"][:2],
-        source_speakers=2,
-        source_utterances_per_speaker=4,
-    )
-    params["folds"].update(k=FOLDS, ids=list(range(FOLDS)), dev_speakers=1)
-    params["augment"]["speed"] = params["augment"]["speed"][:1]
-    params["model"]["demo"].update(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        conv_dim=32,
-        adapter_attn_dim=8,
-        epochs=1,
-    )
-    params["train"].update(max_epochs=1, patience=1, warmup_steps=2)
-    params["resources"]["threads"] = 1
-    params["methods"] = METHODS
+    """`params` cut to seconds per job (the tests' tiny run), FOLDS folds of METHODS, greedy decoding only."""
+    params = tiny.shrink(params, FOLDS, METHODS)
     params["decode"]["beam"] = False
     config.validate(params, source="the benchmark's params")
     return params

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import tiny
 import yaml
 
 from asrflow import config
@@ -90,32 +91,7 @@ def tiny_params(path: Path, methods: list[str] | None = None, k: int = 2) -> dic
     base model trained one epoch, fine-tuning one epoch. `methods` defaults to the file's own list.
     """
     project = path.parent if path.name == "params.yaml" else path
-    params = read_params(project)
-    demo = params["corpus"]["demo"]
-    demo.update(
-        speakers=5,
-        utterances_per_speaker=4,
-        source_languages=demo["source_languages"][:2],
-        source_speakers=2,
-        source_utterances_per_speaker=4,
-    )
-    set_folds(params, k)
-    params["folds"]["dev_speakers"] = 1
-    params["augment"]["speed"] = params["augment"]["speed"][:1]
-    params["model"]["demo"].update(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        conv_dim=32,
-        adapter_attn_dim=8,
-        epochs=1,
-    )
-    params["train"].update(max_epochs=1, patience=1, warmup_steps=2)
-    params.setdefault("resources", {})["threads"] = 1
-    if methods is not None:
-        params["methods"] = list(methods)
-    return write_params(project, params)
+    return write_params(project, tiny.shrink(read_params(project), k, methods))
 
 
 def check_summary(project: Path, methods: list[str], k: int) -> None:

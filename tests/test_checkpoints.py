@@ -139,6 +139,7 @@ def release_and_transcribe(project: Path, method: str) -> list[str]:
     return [(project / f"tx-{method}" / f"{r.stem}.txt").read_text(encoding="utf-8") for r in recordings]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", list(INFO))
 def test_every_method_a_layout_takes_runs_to_a_summary_release_and_transcript(
     corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str

@@ -20,6 +20,8 @@ from asrflow.manifest import Utterance, read_manifest, write_manifest
 from asrflow.model import make_processor
 from asrflow.ngram import ARPA_FILE, BINARY_FILE, INFO_FILE, TEXT_FILE, LMError
 
+pytestmark = pytest.mark.slow  # trains or runs the engines: `make test`, not `make test-fast`
+
 # Ids deliberately not in character order: a decoder whose labels were sorted or rebuilt would misread every id.
 VOCAB = {"<pad>": 0, "<unk>": 1, "|": 2, "t": 3, "a": 4, "ŋ": 5, "k": 6, "i": 7}
 TRAIN = ["taŋa kita", "kita taŋa taŋa", "taŋa kita kita", "kita taŋa"]

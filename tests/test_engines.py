@@ -33,6 +33,8 @@ from conftest import (
 
 from asrflow import config, stages
 
+pytestmark = pytest.mark.slow  # trains or runs the engines: `make test`, not `make test-fast`
+
 GRID = ("fold", "method")  # the wildcards of Snakemake = the matrix axes of dvc.yaml
 TARGET_RULES = {"all", "default"}  # Snakemake's aggregate target: no command, no outputs; DVC has no counterpart
 

@@ -15,6 +15,8 @@ from asrflow.inference import load_for_inference, quantize_int8, serialized_byte
 from asrflow.manifest import read_manifest
 from asrflow.model import output_lengths, transcribe_clips
 
+pytestmark = pytest.mark.slow  # trains or runs the engines: `make test`, not `make test-fast`
+
 
 def test_quantize_int8_replaces_every_linear_and_leaves_the_original(tiny_run: Path) -> None:
     model, _ = load_for_inference(tiny_run / "published/full")

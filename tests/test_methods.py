@@ -21,6 +21,8 @@ from asrflow.io import read_json
 from asrflow.manifest import read_manifest
 from asrflow.model import compute_device, make_processor, on_model_device
 
+pytestmark = pytest.mark.slow  # trains or runs the engines: `make test`, not `make test-fast`
+
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "model.safetensors"))

@@ -24,6 +24,8 @@ from asrflow.manifest import read_manifest
 from asrflow.model import transcribe_clips
 from asrflow.release import ReleaseError, choose_method, selected_epochs
 
+pytestmark = pytest.mark.slow  # trains or runs the engines: `make test`, not `make test-fast`
+
 CV_METHODS = ["full", "frozen"]
 FOLDS = [0, 1]
 

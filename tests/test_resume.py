@@ -13,6 +13,8 @@ import pytest
 import yaml
 from conftest import BIN, engine_env
 
+pytestmark = pytest.mark.slow  # trains or runs the engines: `make test`, not `make test-fast`
+
 EPOCHS = 5
 
 

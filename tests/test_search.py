@@ -163,6 +163,7 @@ def test_search_cli_writes_the_table_and_needs_every_trial(tmp_path: Path) -> No
     assert main(args) == 2
 
 
+@pytest.mark.slow
 def test_snakemake_plans_each_trial_like_the_grid_with_its_settings(project: Path) -> None:
     """results/search.csv: trials × folds train + evaluate jobs (commands as the grid's, plus the trial's --set),
     whose code deps are what asrflow.search imports; the default target plans none of them."""

@@ -60,6 +60,7 @@ def train_jobs(project: Path, attempt: int) -> dict[str, dict[str, Any]]:
     return {job["wildcards"]["fold"]: job for job in snakemake_jobs(project, attempt=attempt) if job["rule"] == "train"}
 
 
+@pytest.mark.slow
 def test_training_asks_for_its_gpus_and_every_retry_for_more_memory(tmp_path: Path) -> None:
     project = copy_project(tmp_path / "project")
     params = tiny_params(project, methods=METHODS, k=K)

@@ -26,6 +26,8 @@ from asrflow.inference import load_for_inference
 from asrflow.manifest import read_manifest
 from asrflow.transcribe import HYPOTHESIS_TIER, Word, phrases
 
+pytestmark = pytest.mark.slow  # trains or runs the engines: `make test`, not `make test-fast`
+
 RECORDING_SECONDS = 180
 CHUNK_SECONDS = 20
 

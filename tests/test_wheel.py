@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import COPY_IGNORE, ROOT, engine_env, tiny_params, write_params
 
+pytestmark = pytest.mark.slow  # builds a wheel and runs every stage: `make test`, not `make test-fast`
 METHODS = ["frozen"]  # one method × the two folds of the smallest split: every stage, seconds each
 
 # In the project folder, on the installed wheel (checked: asrflow.__file__): the jobs of the stage table for its
