@@ -22,6 +22,7 @@ from asrflow.checkpoint import DESCRIPTION, BaseError, describe, open_base
 from asrflow.features import CACHE_ENV, cache_dir, conv_encoder_tensor
 from asrflow.io import read_json, write_json
 from asrflow.methods.frozen import frozen_part
+from asrflow.model import AudioTask, make_processor
 
 K = 2
 ALL = ["full", "adapter", "lora", "frozen", "scratch"]
@@ -361,3 +362,19 @@ def test_the_plan_stage_judges_the_budget_and_stops_saying_what_to_change(
     assert plan["peak_bytes"] >= plan["weights"] + plan["optimizer"] > 0
     if not fits:
         assert "train.precision: bf16" in plan["message"] and "train.gradient_checkpointing: true" in plan["message"]
+
+
+def test_scratch_with_only_its_learning_rate_trains_its_conv_encoder_on_audio(tmp_path: Path) -> None:
+    """`train.scratch: {lr: …}` alone means what the schema says (freeze_feature_encoder: false): the random conv
+    encoder trains, on audio, never through a feature cache keyed on a base it does not use. (Scratch once inherited
+    the full method's task, which read a missing key as "frozen": the conv encoder never trained.)"""
+    base_dir = build("xls-r-300m", tmp_path / "base")
+    write_json(base_dir / DESCRIPTION, {"path": None, **describe(base_dir)})
+    base = open_base(base_dir)
+    cfg = {**config.defaults("train.scratch"), "lr": 1e-3}
+    scratch = methods.get("scratch")
+    model = scratch.prepare(base, VOCAB, {}, cfg, "xx")
+    task = scratch.task(model, make_processor(VOCAB, base.feature_extractor()), cfg, base)
+    assert type(task) is AudioTask
+    conv = [p for n, p in model.named_parameters() if ".feature_extractor.conv_layers." in n]
+    assert conv and all(p.requires_grad for p in conv)

@@ -90,9 +90,12 @@ def command(stage):
     """The job's `asrflow <stage> …` line, its deps, outs and axes filled in: a params function, so that each rule
     binds its own stage (Snakemake evaluates a shell expression again when the job runs, and in the loop of
     stages.smk it would then see the loop variable's last value). Threads and log follow in the shell directive."""
-    return lambda wildcards, input, output: f"asrflow {stage.name} " + stage.cmd.format(
-        input=input, output=output, **wildcards
-    )
+
+    def fill(wildcards, input, output):
+        arguments = stage.cmd.format(input=input, output=output, **wildcards)
+        return f"asrflow {stage.name} {arguments}"
+
+    return fill
 
 
 # The shell directive of every rule: the command (params.command), then this job's threads and log.
