@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow
 
 ENTRY = """
     Stage("words", "count the words of one fold's training transcripts (a test stage)",
-          "--train {input.folds}/fold{fold}/train.csv --out {output.count}",
-          deps={"folds": "data/processed/folds"}, outs={"count": Out("results/words/fold{fold}.txt")},
+          "--train {input.folds}/fold{fold}/train.csv --out {output.total}",
+          deps={"folds": "data/processed/folds"}, outs={"total": Out("results/words/fold{fold}.txt")},
           params=("text.lowercase",), wildcards=("fold",), log="logs/words/fold{fold}.log"),
 """
 
