@@ -10,13 +10,15 @@ export PATH := $(BIN):$(PATH)
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
 
-.PHONY: setup demo release test test-fast lint pull checkout docs
+.PHONY: setup lock browser demo release report test test-fast lint pull checkout docs
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every package to the version the demo's table was measured with (`make lock` rewrites it from
+# the venv): a newer transformers, numpy or soxr may move the fourth decimal. torch is pinned by TORCH above.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | sed '/^WARNING: Location/d'
 	$(BIN)/python -m pip install -q $(TORCH) 2>&1 | sed '/^WARNING: Location/d'
-	$(BIN)/python -m pip install -q -e '.[test,docs,lint]' 2>&1 | sed '/^WARNING: Location/d'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,docs,lint]' 2>&1 | sed '/^WARNING: Location/d'
 	$(BIN)/python -c "import torch, transformers, peft, snakemake, dvc, asrflow"
 	touch $@
 
@@ -28,6 +30,14 @@ $(VENV)/.kenlm: scripts/install_kenlm.sh $(VENV)/.installed
 
 setup: $(VENV)/.installed $(VENV)/.kenlm
 
+# After a deliberate upgrade (then re-measure the demo's table): the venv's versions, less what is not from PyPI.
+lock: $(VENV)/.installed
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v ' @ ' | grep -Ev '^(torch|asrflow)==' > constraints.txt
+
+# The tests open the HTML report in a real headless browser: Debian's chromium (apt; nothing when it is there).
+browser:
+	bash scripts/install_chromium.sh
+
 demo: setup
 	snakemake --cores $(CORES) --printshellcmds --show-failed-logs results/summary.csv
 
@@ -35,12 +45,19 @@ demo: setup
 release: setup
 	snakemake --cores $(CORES) --printshellcmds --show-failed-logs results/release
 
-test: setup
+# One page to look at (docs/report.md): the results it shows, then Snakemake's HTML report of them, which opens
+# offline in any browser. `snakemake --report` reports the targets it is given, and every one must have been made.
+REPORT_TARGETS ?= results/summary.csv results/data_report.md results/training_curves.png results/suspects.html
+report: setup
+	snakemake --cores $(CORES) --printshellcmds --show-failed-logs $(REPORT_TARGETS)
+	snakemake --report results/report.html $(REPORT_TARGETS)
+
+test: setup browser
 	pytest -q -ra
 
 # The inner loop (under 3 minutes): every test but the end-to-end engine runs, the SLURM cluster and the slow layout
 # runs (`-m slow`); `make test` runs them all, as CI does.
-test-fast: setup
+test-fast: setup browser
 	pytest -q -ra -m "not slow and not slurm"
 
 # Data, models and results from the DVC remote (or, after `git checkout`, the local cache), then Snakemake's view of

@@ -2,30 +2,54 @@
 
     python benchmarks/int8_inference.py                                   # a demo run's full model, fold 0
     python benchmarks/int8_inference.py --model DIR --manifest TEST.csv   # any model folder and test manifest
+    python benchmarks/int8_inference.py --base --seconds 10 --seconds 30  # + a random wav2vec2-base (speed only)
     python benchmarks/int8_inference.py --shape 768x12                    # + a random MMS-shaped model (speed only)
 
-Both variants transcribe the same clips (greedy CTC, batches of `--batch-seconds`), alternating, `--repeats` times
+Variants, each transcribing the same clips (greedy CTC, batches of `--batch-seconds`), alternating, `--repeats` times
 after one warm-up pass each; times are medians. RTF = seconds of computing per second of audio (lower is faster).
-int8 is asrflow.inference.quantize_int8: PyTorch's dynamic quantisation of every Linear layer.
 
-`--shape HIDDENxLAYERS` adds the trained model's architecture scaled to that size with random weights (attention heads
-of 64, feed-forward 4 × hidden, 512-channel feature encoder, as wav2vec2-base/MMS): its CER means nothing, but its
-speed is that of a real checkpoint of the size, and "int8 vs fp32" shows how far quantisation moves its outputs.
+- fp32: the float32 PyTorch model;
+- torch-int8: asrflow.inference.quantize_int8, PyTorch's dynamic quantisation of every Linear layer (the fallback);
+- onnx-fp32: the same model exported to ONNX and run by ONNX Runtime (its graph fusions, no quantisation);
+- onnx-int8: asrflow's int8 path (asrflow.inference.QUANTISATION: ONNX Runtime dynamic quantisation of the MatMuls,
+  int8 weights), what `asrflow transcribe --int8` runs;
+- with `--candidates`: onnx-int8 with unsigned weights (u8), per-channel weights (pc), and the convolutions
+  quantised too (conv).
+
+PyTorch and ONNX Runtime both get `--threads` threads (torch.set_num_threads, intra_op_num_threads).
+
+`--base` adds a random model of transformers' Wav2Vec2Config defaults (wav2vec2-base: hidden 768, 12 layers,
+group-norm feature encoder, 95 M parameters), timed on one stretch of `--seconds` of the test clips' speech
+(repeatable); `--shape HIDDENxLAYERS` the trained model's layout scaled to that size (attention heads of 64,
+feed-forward 4 × hidden, 512-channel feature encoder, as MMS). Random weights: their CER means nothing, their speed is
+a real checkpoint's, and "vs fp32" shows how far each variant moves the outputs.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
 from asrflow.audio import TARGET_RATE
-from asrflow.batching import Clip, load_clips
-from asrflow.inference import load_for_inference, quantize_int8, serialized_bytes
+from asrflow.batching import Clip, InputSpec, load_clips
+from asrflow.inference import (
+    QUANTISATION,
+    build_int8_onnx,
+    export_onnx,
+    load_for_inference,
+    quantize_int8,
+    serialized_bytes,
+    with_onnx_forward,
+)
 from asrflow.manifest import read_manifest
 from asrflow.metrics import error_rates
 from asrflow.model import transcribe_clips
@@ -51,52 +75,88 @@ def mms_shaped(config: Wav2Vec2Config, shape: str) -> Wav2Vec2ForCTC:
     return Wav2Vec2ForCTC(scaled).eval()
 
 
-def timed_transcription(
-    model: torch.nn.Module, clips: list[Clip], processor, batch_seconds: float
-) -> tuple[float, list[str]]:
+def wav2vec2_base() -> Wav2Vec2ForCTC:
+    """A random model of transformers' Wav2Vec2Config defaults: wav2vec2-base's architecture."""
+    torch.manual_seed(0)
+    return Wav2Vec2ForCTC(Wav2Vec2Config(vocab_size=40)).eval()
+
+
+def stretch(clips: list[Clip], seconds: float, feature_extractor) -> list[Clip]:
+    """One clip of the test clips' speech, end to end, cut to `seconds` (the test set repeated if too short)."""
+    samples = np.concatenate([c.inputs for c in clips])
+    samples = np.tile(samples, int(np.ceil(seconds * TARGET_RATE / len(samples))))[: int(seconds * TARGET_RATE)]
+    inputs = feature_extractor(samples, sampling_rate=TARGET_RATE)["input_values"][0]
+    return [Clip(f"{seconds:g}s", "-", "", np.asarray(inputs, dtype=np.float32), [], len(samples))]
+
+
+def onnx_variant(model: torch.nn.Module, spec: InputSpec, folder: Path, name: str, quantisation: dict | None):
+    """(model running the ONNX graph, graph bytes): `quantisation` None = float32, else quantize_dynamic's settings."""
+    graph = folder / f"{name}.onnx"
+    if quantisation is None:
+        export_onnx(model, spec, graph)
+    else:
+        build_int8_onnx(model, spec, graph, quantisation)
+    return with_onnx_forward(copy.deepcopy(model), graph, spec), graph.stat().st_size
+
+
+CANDIDATES = {
+    "onnx-int8-u8": {**QUANTISATION, "weight_type": "QUInt8"},
+    "onnx-int8-pc": {**QUANTISATION, "per_channel": True},
+    "onnx-int8-conv": {**QUANTISATION, "op_types_to_quantize": ["MatMul", "Conv"]},
+}
+
+
+def variants(model: torch.nn.Module, spec: InputSpec, folder: Path, candidates: bool) -> dict[str, tuple]:
+    """name: (model, bytes) of every variant compared."""
+    found = {"fp32": (model, serialized_bytes(model))}
+    int8 = quantize_int8(model)
+    found["torch-int8"] = (int8, serialized_bytes(int8))
+    found["onnx-fp32"] = onnx_variant(model, spec, folder, "onnx-fp32", None)
+    found["onnx-int8"] = onnx_variant(model, spec, folder, "onnx-int8", QUANTISATION)
+    for name, quantisation in CANDIDATES.items() if candidates else ():
+        found[name] = onnx_variant(model, spec, folder, name, quantisation)
+    return found
+
+
+def timed(run: Callable[[], list[str]]) -> tuple[float, list[str]]:
     started = time.perf_counter()
-    hypotheses = transcribe_clips(model, clips, processor, batch_seconds)
+    hypotheses = run()
     return time.perf_counter() - started, hypotheses
 
 
-def compare(fp32: torch.nn.Module, processor, clips: list[Clip], repeats: int, batch_seconds: float) -> dict:
-    """Size, median time and transcripts of `fp32` and of its int8 copy, measured alternately on the same clips."""
-    variants = {"fp32": fp32, "int8": quantize_int8(fp32)}
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    hypotheses = {
-        name: timed_transcription(model, clips, processor, batch_seconds)[1]  # warm-up
-        for name, model in variants.items()
+def compare(found: dict[str, tuple], processor, clips: list[Clip], repeats: int, batch_seconds: float) -> dict:
+    """Size, median time and transcripts of every variant, measured alternately on the same clips."""
+    runs = {
+        name: (lambda m=model: transcribe_clips(m, clips, processor, batch_seconds))
+        for name, (model, _) in found.items()
     }
+    hypotheses = {name: timed(run)[1] for name, run in runs.items()}  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        for name, model in variants.items():
-            times[name].append(timed_transcription(model, clips, processor, batch_seconds)[0])
+        for name, run in runs.items():
+            times[name].append(timed(run)[0])
     return {
-        name: {
-            "bytes": serialized_bytes(model),
-            "seconds": statistics.median(times[name]),
-            "hypotheses": hypotheses[name],
-        }
-        for name, model in variants.items()
+        name: {"bytes": size, "seconds": statistics.median(times[name]), "hypotheses": hypotheses[name]}
+        for name, (_, size) in found.items()
     }
 
 
 def report(title: str, result: dict, clips: list[Clip], with_cer: bool) -> None:
     audio = sum(c.n_samples for c in clips) / TARGET_RATE
     references = [c.text for c in clips]
-    print(f"\n{title}: {len(clips)} clips, {audio:.1f} s of audio")
-    print(f"{'':6}{'size MB':>10}{'RTF':>10}{'CER %':>10}")
+    fp32 = result["fp32"]
+    print(f"\n{title}: {len(clips)} clip(s), {audio:.1f} s of audio")
+    print(f"{'':16}{'size MB':>10}{'RTF':>10}{'vs fp32':>10}{'CER %':>10}{'Δ CER':>10}{'≠ fp32 %':>10}")
     for name, row in result.items():
-        cer = f"{100 * error_rates(references, row['hypotheses'])[0]:.2f}" if with_cer else "–"
-        print(f"{name:6}{row['bytes'] / 1e6:>10.2f}{row['seconds'] / audio:>10.4f}{cer:>10}")
-    fp32, int8 = result["fp32"], result["int8"]
-    line = (
-        f"int8 vs fp32: {fp32['seconds'] / int8['seconds']:.2f}× faster, {int8['bytes'] / fp32['bytes']:.2f}× the "
-        f"size, transcripts differ by CER {100 * error_rates(fp32['hypotheses'], int8['hypotheses'])[0]:.2f} %"
-    )
-    if with_cer:
-        delta = error_rates(references, int8["hypotheses"])[0] - error_rates(references, fp32["hypotheses"])[0]
-        line += f", CER {100 * delta:+.2f} points"
-    print(line)
+        cer = error_rates(references, row["hypotheses"])[0] if with_cer else None
+        delta = cer - error_rates(references, fp32["hypotheses"])[0] if with_cer else None
+        moved = 100 * error_rates(fp32["hypotheses"], row["hypotheses"])[0] if any(fp32["hypotheses"]) else 0.0
+        print(
+            f"{name:16}{row['bytes'] / 1e6:>10.2f}{row['seconds'] / audio:>10.4f}"
+            f"{fp32['seconds'] / row['seconds']:>9.2f}×"
+            f"{(f'{100 * cer:.2f}' if with_cer else '–'):>10}{(f'{100 * delta:+.2f}' if with_cer else '–'):>10}"
+            f"{moved:>10.2f}"
+        )
 
 
 def main() -> None:
@@ -106,6 +166,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--batch-seconds", type=float, default=60.0)
+    parser.add_argument("--candidates", action="store_true", help="also time the other ONNX quantisation settings")
+    parser.add_argument(
+        "--base", action="store_true", help="also time a random wav2vec2-base (Wav2Vec2Config defaults)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, action="append", default=[], help="--base's audio length (repeatable; default 10)"
+    )
     parser.add_argument(
         "--shape",
         action="append",
@@ -116,22 +183,48 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.model / "config.json").is_file():
         parser.error(f"{args.model}: no model there; run `make demo` first, or pass --model and --manifest")
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)  # ONNX Runtime sessions take the same count (asrflow.inference)
     model, processor = load_for_inference(args.model)
+    spec = InputSpec.of(processor.feature_extractor)
     clips = load_clips(read_manifest(args.manifest), lambda text: [], processor.feature_extractor)
     print(
-        f"torch {torch.__version__}, {args.threads} thread(s), quantized engine {torch.backends.quantized.engine}, "
-        f"median of {args.repeats}"
+        f"torch {torch.__version__}, onnxruntime {__import__('onnxruntime').__version__}, {args.threads} thread(s), "
+        f"median of {args.repeats}, alternating"
     )
-    report(f"{args.model}", compare(model, processor, clips, args.repeats, args.batch_seconds), clips, True)
-    for shape in args.shape:
-        random_model = mms_shaped(model.config, shape)
-        report(
-            f"random {shape} model ({sum(p.numel() for p in random_model.parameters()) / 1e6:.0f} M parameters)",
-            compare(random_model, processor, clips, args.repeats, args.batch_seconds),
-            clips,
-            False,
-        )
+    with tempfile.TemporaryDirectory(prefix="int8-benchmark-") as tmp:
+        found = variants(model, spec, Path(tmp), args.candidates)
+        report(f"{args.model}", compare(found, processor, clips, args.repeats, args.batch_seconds), clips, True)
+        if args.base:
+            base = wav2vec2_base()
+            # wav2vec2-base takes no attention mask (group-norm feature encoder): its own convention.
+            base_spec = InputSpec(spec.name, spec.padding_value, use_mask=False)
+            found = variants(base, base_spec, Path(tmp), args.candidates)
+            for seconds in args.seconds or [10.0]:
+                audio = stretch(clips, seconds, processor.feature_extractor)
+                report(
+                    f"random wav2vec2-base (Wav2Vec2Config defaults, {count(base)} M parameters)",
+                    compare(found, processor, audio, args.repeats, args.batch_seconds),
+                    audio,
+                    False,
+                )
+        for shape in args.shape:
+            shaped = mms_shaped(model.config, shape)
+            report(
+                f"random {shape} model ({count(shaped)} M parameters)",
+                compare(
+                    variants(shaped, spec, Path(tmp), args.candidates),
+                    processor,
+                    clips,
+                    args.repeats,
+                    args.batch_seconds,
+                ),
+                clips,
+                False,
+            )
+
+
+def count(model: torch.nn.Module) -> int:
+    return round(sum(p.numel() for p in model.parameters()) / 1e6)
 
 
 if __name__ == "__main__":

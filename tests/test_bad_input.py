@@ -432,8 +432,8 @@ def test_a_non_finite_loss_stops_training_naming_the_batch(tmp_path: Path) -> No
     [
         pytest.param(
             lambda p: p.update(extra=1),
-            r"- unknown key extra; allowed keys here: audio, augment, corpus, "
-            r"decode, evaluate, folds, methods, model, release, resources, search, text, train$",
+            r"- unknown key extra; allowed keys here: audio, augment, corpus, decode, evaluate, folds, "
+            r"learning_curve, methods, model, release, report, resources, search, text, train$",
             id="top level",
         ),
         # train.<method>: the method's own keys and the loop settings every method may override ($defs/method)

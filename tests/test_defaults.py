@@ -38,6 +38,8 @@ def test_a_params_file_without_optional_keys_loads_with_the_schema_defaults(tmp_
     del params["train"]["full"]["freeze_feature_encoder"], params["train"]["scratch"]["freeze_feature_encoder"]
     del params["train"]["frozen"]["max_epochs"], params["train"]["frozen"]["train_top_layers"]
     del params["corpus"]["commonvoice"], params["corpus"]["elan"]["speakers"], params["resources"]
+    for key in ("tier_index", "tier_pattern", "tier_type", "doubtful"):
+        del params["corpus"]["elan"][key]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
 
     loaded = config.load_all(tmp_path / "params.yaml")
@@ -46,7 +48,14 @@ def test_a_params_file_without_optional_keys_loads_with_the_schema_defaults(tmp_
     assert train["full"]["freeze_feature_encoder"] is True and train["scratch"]["freeze_feature_encoder"] is False
     assert train["frozen"]["train_top_layers"] == 0
     assert loaded["corpus"]["commonvoice"] == {"tsv": "validated.tsv"}
-    assert loaded["corpus"]["elan"] == {"tier": "transcription", "speakers": None}
+    assert loaded["corpus"]["elan"] == {
+        "tier": "transcription",
+        "speakers": None,
+        "tier_index": None,
+        "tier_pattern": None,
+        "tier_type": None,
+        "doubtful": "???",
+    }
     assert loaded["resources"] == {"threads": 1, "gpus_per_process": 0, "gpu_memory_gb": None, "gpu_model": None}
     # A loop setting a method leaves out has no default of its own: the train-wide value applies.
     assert "max_epochs" not in train["frozen"] and train["frozen"]["patience"] == 3

@@ -36,6 +36,7 @@ from asrflow import config, stages
 pytestmark = pytest.mark.slow  # trains or runs the engines: `make test`, not `make test-fast`
 
 GRID = ("fold", "method")  # the wildcards of Snakemake = the matrix axes of dvc.yaml
+CURVE = ("fold", "fraction")  # the learning curve's (one method, params.yaml's learning_curve.method)
 TARGET_RULES = {"all", "default"}  # Snakemake's aggregate target: no command, no outputs; DVC has no counterpart
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
@@ -46,8 +47,10 @@ def key(stage: str, grid: dict[str, Any]) -> Key:
 
 
 def expected_jobs(params: dict[str, Any]) -> set[Key]:
-    """One job per stage of the table that both engines run, per value of each of its grid axes in params.yaml."""
+    """One job per stage of the table that both engines run, per value of each of its grid axes in params.yaml (the
+    learning curve's fractions: learning_curve.fractions)."""
     values = {"fold": params["folds"]["ids"], "method": params["methods"]}
+    values["fraction"] = params.get("learning_curve", {}).get("fractions", [])
     jobs = set()
     for stage in (s for s in stages.STAGES if s.dvc):
         combinations: list[dict[str, Any]] = [{}]
@@ -59,10 +62,21 @@ def expected_jobs(params: dict[str, Any]) -> set[Key]:
 
 def test_the_grid_is_what_the_issue_asks() -> None:
     """Independently of the table's renderers: training and evaluation per fold × method, LMs per fold, memory
-    plans per method, everything else once; the search is Snakemake's only."""
+    plans per method, the learning curve's jobs per fold × fraction, everything else once; the search is Snakemake's
+    only."""
     axes = {s.name: s.wildcards for s in stages.STAGES}
     assert axes["train"] == axes["evaluate"] == GRID and axes["lm"] == ("fold",) and axes["plan"] == ("method",)
-    assert {name for name, w in axes.items() if w} == {"train", "evaluate", "lm", "plan"}
+    assert all(axes[s] == CURVE for s in ("subset", "curve_lm", "curve_train", "curve_evaluate"))
+    assert {name for name, w in axes.items() if w} == {
+        "train",
+        "evaluate",
+        "lm",
+        "plan",
+        "subset",
+        "curve_lm",
+        "curve_train",
+        "curve_evaluate",
+    }
     assert [s.name for s in stages.STAGES if not s.dvc] == ["search"]
 
 
@@ -115,7 +129,7 @@ def test_both_engines_plan_the_same_jobs(plan: Plan) -> None:
     every_output = {norm(p) for job in plan.snakemake.values() for p in job["output"]}
     assert [{norm(p) for p in t["input"]} for t in plan.targets] == [every_output]
     for stage in plan.dvc.values():
-        assert set(stage["matrix"]) in (set(), {"fold"}, {"method"}, set(GRID))
+        assert set(stage["matrix"]) in (set(), {"fold"}, {"method"}, set(GRID), set(CURVE))
 
 
 def test_same_commands(plan: Plan) -> None:
@@ -137,6 +151,7 @@ def test_outputs_git_keeps_are_not_cached_and_curves_are_plots(plan: Plan) -> No
         "results/summary.md",
         "results/summary.png",
         "results/summary.json",
+        "results/comparisons.csv",
     }
     assert report["plots"] == ["results/summary.png"]
     for job_key, stage in plan.dvc.items():
@@ -172,7 +187,7 @@ def test_same_code_deps(plan: Plan) -> None:
 
 def test_params_keys_are_exactly_stage_params(plan: Plan) -> None:
     for (stage, grid), job in plan.snakemake.items():
-        keys = config.stage_keys(stage, dict(grid).get("method"))
+        keys = config.stage_keys(stage, dict(grid).get("method"), plan.params)
         assert plan.dvc[(stage, grid)]["params_files"] == ["params.yaml"]
         assert sorted(plan.dvc[(stage, grid)]["params"]) == sorted(keys), (stage, grid)
         assert job["params"][0] == config.select(plan.params, keys), (stage, grid)

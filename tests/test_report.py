@@ -45,6 +45,17 @@ def write_metrics(metrics_dir: Path, method: str, fold: int, cer: float, wer: fl
     path = metrics_dir / method / f"fold{fold}" / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data), encoding="utf-8")
+    # evaluate's per-utterance transcripts beside it, which the bootstrap over speakers reads: one per test speaker
+    hypotheses = pd.DataFrame(
+        {
+            "utt_id": [f"{s}_1" for s in data["test_speakers"]],
+            "speaker": data["test_speakers"],
+            "reference": ["ba zaɲo", "liɟe upi"],
+            "hypothesis": ["ba zaɲo", "liɟe pi"],
+            "cer": [0.0, 0.125],
+        }
+    )
+    hypotheses.to_csv(path.with_name("hypotheses.csv"), index=False)
     return path
 
 
@@ -105,6 +116,13 @@ def test_summary_columns_and_row_order_follow_methods(metrics_dir: Path, tmp_pat
         "cer_fold2",
         "trainable_params",
         "train_seconds_mean",
+        # pooled over the test speakers, with bootstrap intervals (test_analysis.py)
+        "cer_pooled",
+        "cer_ci_low",
+        "cer_ci_high",
+        "wer_pooled",
+        "wer_ci_low",
+        "wer_ci_high",
     ]
     assert list(zip(folds["method"], folds["fold"])) == [
         ("adapter", 0),
@@ -195,6 +213,7 @@ def test_summary_png_is_a_png(metrics_dir: Path, tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == PNG_SIGNATURE
     assert png.stat().st_size > 5000
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "comparisons.csv",
         "folds.csv",
         "summary.csv",
         "summary.json",
@@ -233,3 +252,15 @@ def test_cli_reads_methods_and_k_from_params(tmp_path: Path) -> None:
     assert summary.loc[0, "n_folds"] == k
     assert summary.loc[0, "cer_mean"] == pytest.approx(0.1 * (k + 1) / 2)
     assert f"cer_fold{k}" not in summary
+
+
+def test_summary_markdown_shows_intervals_and_the_pairwise_comparison(metrics_dir: Path, tmp_path: Path) -> None:
+    report(metrics_dir, tmp_path / "out", ["full", "adapter"], k=3, bootstrap_cfg={"resamples": 200, "seed": 0})
+    text = (tmp_path / "out" / "summary.md").read_text(encoding="utf-8")
+    # 6 speakers, each with one utterance: 0 of 7 characters wrong, or 1 of 8 → pooled 3 / 45
+    assert "## Uncertainty over speakers" in text and "| full | 6.7 [" in text and "200 bootstrap resamples" in text
+    assert "| CER % | full − adapter | +0.0 [+0.0, +0.0] | 0.0 % / 0.0 % |" in text
+    comparisons = pd.read_csv(tmp_path / "out" / "comparisons.csv")
+    assert comparisons[["rate", "method_a", "method_b", "difference"]].values.tolist() == [
+        ["cer", "full", "adapter", 0]
+    ]

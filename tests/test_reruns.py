@@ -24,6 +24,7 @@ import pytest
 import yaml
 from conftest import BIN, ROOT, copy_project, dvc_stages, engine_env, read_params, run, tiny_params, write_params
 from test_engines import TARGET_RULES, Key, key
+from tiny import CURVE_FRACTIONS
 
 from asrflow.search import draw_trial
 
@@ -71,21 +72,36 @@ def single(*stages: str) -> set[Key]:
     return {key(stage, {}) for stage in stages}
 
 
-AFTER_TRAINING = single("report", "release")  # release refits the method that came out best: every train key counts
+def curve(*stages: str) -> set[Key]:
+    """The learning curve's jobs of `stages` (one per fold × fraction), and the curve's gathering stage."""
+    return {key(s, {"fold": f, "fraction": x}) for s in stages for f in range(K) for x in CURVE_FRACTIONS} | single(
+        "learning_curve"
+    )
+
+
+CURVE = curve("subset", "curve_lm", "curve_train", "curve_evaluate")  # everything after the folds
+
+
+# release refits the method that came out best: every train key counts; analyze reads every evaluation and checkpoint;
+# curves draws every training curve; listen plays analyze's suspects
+AFTER_TRAINING = single("report", "release", "analyze", "curves", "listen")
 AFTER_NORMALIZE = (
     single("normalize", "split", "augment", "data_report")
     | {key("lm", {"fold": f}) for f in range(K)}
     | grid("train")
     | grid("evaluate")
     | AFTER_TRAINING
+    | CURVE
 )
 EXPECTED = {
-    # ... and the adapter's memory plan, which reads train.adapter (a leaf: nothing else waits for it).
+    # ... and the adapter's memory plan, which reads train.adapter (a leaf: nothing else waits for it), and the
+    # learning curve's training (learning_curve.method: adapter).
     "train.adapter.lr": (
         grid("train", ["adapter"])
         | grid("evaluate", ["adapter"])
         | AFTER_TRAINING
         | {key("plan", {"method": "adapter"})}
+        | curve("curve_train", "curve_evaluate")
     ),
     "text.lowercase": AFTER_NORMALIZE,
     "one more utterance": single("import", "resample") | AFTER_NORMALIZE,
@@ -97,6 +113,7 @@ EXPECTED = {
         | grid("train")
         | grid("evaluate")
         | AFTER_TRAINING
+        | CURVE
     ),
 }
 EDITED_MODULE = {"split.py edited": "src/asrflow/split.py"}

@@ -39,7 +39,8 @@ def test_params_file_is_valid() -> None:
 def test_unknown_key_is_named_with_allowed_keys() -> None:
     params = config.load_all("params.yaml")
     params["text"]["lowercse"] = True
-    with pytest.raises(config.ParamsError, match=r"unknown key text\.lowercse; allowed keys here: lowercase, remove"):
+    allowed = r"allowed keys here: graphemes, lowercase, remove"
+    with pytest.raises(config.ParamsError, match=rf"unknown key text\.lowercse; {allowed}"):
         config.validate(params)
 
 

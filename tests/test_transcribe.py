@@ -24,7 +24,7 @@ from asrflow import cli
 from asrflow.audio import TARGET_RATE, load_mono, read_wav
 from asrflow.inference import load_for_inference
 from asrflow.manifest import read_manifest
-from asrflow.transcribe import HYPOTHESIS_TIER, Word, phrases
+from asrflow.transcribe import CONFIDENCE_TIER, HYPOTHESIS_TIER, WORDS_TIER, Word, phrases
 
 pytestmark = pytest.mark.slow  # trains or runs the engines: `make test`, not `make test-fast`
 
@@ -63,7 +63,9 @@ def talkative(tiny_run: Path) -> Path:
 
 def read_words(path: Path) -> list[Word]:
     with path.open(encoding="utf-8", newline="") as handle:
-        return [Word(r["word"], float(r["start"]), float(r["end"])) for r in csv.DictReader(handle)]
+        return [
+            Word(r["word"], float(r["start"]), float(r["end"]), float(r["confidence"])) for r in csv.DictReader(handle)
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +113,7 @@ def test_same_as_transformers_pipeline_on_the_decoded_audio(
 
 def test_eaf_opens_in_pympi_with_time_aligned_phrases(recording: Path, transcribed: Path) -> None:
     eaf = pympi.Elan.Eaf(str(transcribed / "long.eaf"))
-    assert list(eaf.get_tier_names()) == [HYPOTHESIS_TIER]
+    assert list(eaf.get_tier_names()) == [HYPOTHESIS_TIER, CONFIDENCE_TIER, WORDS_TIER]
     [media] = eaf.get_linked_files()
     assert media["MEDIA_URL"] == recording.resolve().as_uri() and media["MIME_TYPE"] == "audio/flac"
     assert (transcribed / media["RELATIVE_MEDIA_URL"]).resolve() == recording.resolve()
@@ -148,9 +150,19 @@ def test_int8_transcribes_the_recording_like_float32(
 
 
 def test_phrases_break_at_pauses_and_at_the_length_limit() -> None:
-    words = [Word("a", 0.0, 0.4), Word("b", 0.5, 0.9), Word("c", 2.0, 2.5), Word("d", 2.6, 9.0), Word("e", 9.1, 13.0)]
-    assert phrases(words, pause=0.5) == [Word("a b", 0.0, 0.9), Word("c d", 2.0, 9.0), Word("e", 9.1, 13.0)]
-    assert phrases(words, pause=2.0, longest=100) == [Word("a b c d e", 0.0, 13.0)]
+    words = [
+        Word("a", 0.0, 0.4, 0.5),
+        Word("b", 0.5, 0.9, 0.7),
+        Word("c", 2.0, 2.5, 0.9),
+        Word("d", 2.6, 9.0, 0.9),
+        Word("e", 9.1, 13.0, 0.2),
+    ]
+    assert phrases(words, pause=0.5) == [
+        Word("a b", 0.0, 0.9, pytest.approx(0.6)),
+        Word("c d", 2.0, 9.0, pytest.approx(0.9)),
+        Word("e", 9.1, 13.0, 0.2),
+    ]
+    assert phrases(words, pause=2.0, longest=100) == [Word("a b c d e", 0.0, 13.0, pytest.approx(0.64))]
     assert phrases([], pause=0.5) == []
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+CURVE_FRACTIONS = (0.5, 1.0)  # the learning curve's, where params.yaml declares one: two fractions of the minutes
+
 
 def shrink(params: dict[str, Any], k: int, methods: list[str] | None = None) -> dict[str, Any]:
     """`params` cut to seconds per job, in place: 5 target speakers × 4 utterances, 2 source languages × 2 speakers
-    × 4 utterances, k folds, a one-layer 32-wide base trained one epoch, fine-tuning one epoch, one thread per job.
+    × 4 utterances, k folds, a one-layer 32-wide base trained one epoch, fine-tuning one epoch, one thread per job,
+    a learning curve of two fractions.
     `methods` defaults to the params' own list."""
     demo = params["corpus"]["demo"]
     demo.update(
@@ -29,8 +32,12 @@ def shrink(params: dict[str, Any], k: int, methods: list[str] | None = None) -> 
         adapter_attn_dim=8,
         epochs=1,
     )
+    if "decoder_demo" in params["model"]:  # the projector method's demo causal LM (the decoder stage)
+        params["model"]["decoder_demo"].update(hidden_size=32, intermediate_size=64, num_attention_heads=2, epochs=3)
     params["train"].update(max_epochs=1, patience=1, warmup_steps=2)
     params.setdefault("resources", {})["threads"] = 1
+    if "learning_curve" in params:
+        params["learning_curve"]["fractions"] = list(CURVE_FRACTIONS)
     if methods is not None:
         params["methods"] = list(methods)
     return params

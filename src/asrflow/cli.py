@@ -59,11 +59,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     dvc.add_argument("--out", default=Path("dvc.yaml"), type=Path)
     dvc.add_argument("--check", action="store_true", help="exit 1 if the file differs from the table's")
+    dvc.add_argument(
+        "--params", default=Path("params.yaml"), type=Path, help="its lists of dep paths (corpus.sources' folders)"
+    )
     return parser
 
 
-def write_dvc_yaml(out: Path, check: bool) -> int:
-    text = stages.dvc_yaml()
+def write_dvc_yaml(out: Path, check: bool, params_file: Path) -> int:
+    from asrflow import config
+
+    try:  # a dep `${key[*].name}` is a list of paths params.yaml holds: DVC cannot expand it itself
+        text = stages.dvc_yaml(config.load_all(params_file) if params_file.is_file() else None)
+    except AsrflowError as error:
+        log.error("%s", error)
+        return 2
     if check:
         current = out.read_text(encoding="utf-8") if out.is_file() else ""
         if current != text:
@@ -99,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
     if args.stage == DVC_YAML:
-        return write_dvc_yaml(args.out, args.check)
+        return write_dvc_yaml(args.out, args.check, args.params)
     _setup_logging(args.log)
     args.threads = resolve_threads(args.threads)
     import torch  # after argument parsing, so `asrflow --help` stays fast

@@ -103,6 +103,11 @@ def validate(params: dict[str, Any], source: str = "params.yaml") -> dict[str, A
         )
     if not errors and "search" in params:
         problems += _search_problems(params["search"], params["train"])
+    if not errors and "learning_curve" in params and params["learning_curve"]["method"] not in params["train"]:
+        problems.append(
+            f"learning_curve.method: train.{params['learning_curve']['method']} is missing; the learning curve's "
+            f"method needs its settings (at least lr)"
+        )
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise ParamsError(f"{source} is invalid:\n{lines}")
@@ -145,9 +150,10 @@ def load_all(path: str | Path = "params.yaml") -> dict[str, Any]:
     return validate(params, str(path))
 
 
-def stage_keys(stage: str, method: str | None = None) -> list[str]:
-    """The params keys `stage` reads (for `method`, where the stage reads per-method keys)."""
-    return stages.stage_params(stages.stage(stage), method)
+def stage_keys(stage: str, method: str | None = None, params: dict[str, Any] | None = None) -> list[str]:
+    """The params keys `stage` reads (for `method`, where the stage reads per-method keys; with `params`, where it
+    reads keys params.yaml names, as the learning curve's stages read train.<learning_curve.method>)."""
+    return stages.stage_params(stages.stage(stage), method, params)
 
 
 def _insert(tree: dict[str, Any], dotted: str, value: Any) -> None:

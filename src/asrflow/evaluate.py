@@ -6,7 +6,9 @@ the fold's training text), its alpha/beta chosen by CER on the fold's dev speake
 
 Output folder (`--out`): metrics.json (`cer`, `wer`; with the LM also `cer_lm`, `wer_lm`, `lm_alpha`, `lm_beta`,
 `dev_cer_lm`), hypotheses.csv (utt_id, speaker, reference, hypothesis, cer[, hypothesis_lm, cer_lm]), speakers.csv,
-and with the LM lm_tuning.csv (dev CER/WER of every alpha/beta pair tried, best first).
+and with the LM lm_tuning.csv (dev CER/WER of every alpha/beta pair tried, best first). With declared graphemes
+(`text.graphemes`) each of them also has the grapheme error rate beside the CER: `ger` (and `ger_lm`), each grapheme
+one unit; the CER stays per character.
 Published folder (`--publish`): the model files (hard links, no copy) + README.md with a `model-index` block.
 """
 
@@ -16,6 +18,7 @@ import argparse
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +32,10 @@ from asrflow.batching import InputSpec, load_clips
 from asrflow.decode import beam_decode, frame_logits, greedy_transcripts, lm_decoder, tune
 from asrflow.io import atomic_path, read_json, write_json
 from asrflow.manifest import Utterance, read_manifest
-from asrflow.metrics import error_rates
+from asrflow.methods import projector
+from asrflow.metrics import error_rates, grapheme_error_rate
 from asrflow.model import autocast, compute_device, model_device
+from asrflow.transcripts import grapheme_inventory
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +44,16 @@ log = logging.getLogger(__name__)
 DECODINGS = {"hypothesis": "", "hypothesis_lm": "_lm"}
 
 
-def score(rows: pd.DataFrame) -> dict:
-    """CER/WER of every decoding the rows hold."""
+def score(rows: pd.DataFrame, graphemes: Sequence[str] = ()) -> dict:
+    """CER/WER of every decoding the rows hold, and its GER when `graphemes` are declared."""
     scores = {}
     for column, suffix in DECODINGS.items():
         if column in rows:
-            cer, wer = error_rates(rows["reference"].tolist(), rows[column].tolist())
+            references, hypotheses = rows["reference"].tolist(), rows[column].tolist()
+            cer, wer = error_rates(references, hypotheses)
             scores |= {f"cer{suffix}": round(cer, 5), f"wer{suffix}": round(wer, 5)}
+            if graphemes:
+                scores[f"ger{suffix}"] = round(grapheme_error_rate(references, hypotheses, graphemes), 5)
     return {**scores, "n_utts": len(rows)}
 
 
@@ -53,8 +61,20 @@ def utterance_cer(rows: pd.DataFrame, column: str) -> list[float]:
     return [round(error_rates([r], [h])[0], 5) for r, h in zip(rows["reference"], rows[column])]
 
 
-def per_speaker(rows: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame([{"speaker": s, **score(group)} for s, group in rows.groupby("speaker", sort=True)])
+def utterance_ger(rows: pd.DataFrame, column: str, graphemes: Sequence[str]) -> list[float]:
+    return [round(grapheme_error_rate([r], [h], graphemes), 5) for r, h in zip(rows["reference"], rows[column])]
+
+
+def score_utterances(rows: pd.DataFrame, column: str, graphemes: Sequence[str]) -> None:
+    """Per-utterance CER of hypothesis `column` (`hypothesis` → `cer`, …), and its GER with declared graphemes."""
+    suffix = DECODINGS[column]
+    rows[f"cer{suffix}"] = utterance_cer(rows, column)
+    if graphemes:
+        rows[f"ger{suffix}"] = utterance_ger(rows, column, graphemes)
+
+
+def per_speaker(rows: pd.DataFrame, graphemes: Sequence[str] = ()) -> pd.DataFrame:
+    return pd.DataFrame([{"speaker": s, **score(group, graphemes)} for s, group in rows.groupby("speaker", sort=True)])
 
 
 def score_rows(metrics: dict) -> str:
@@ -68,6 +88,11 @@ def score_rows(metrics: dict) -> str:
             f"{metrics['cer_lm']:.4f} / {metrics['wer_lm']:.4f} (alpha {metrics['lm_alpha']:g}, beta "
             f"{metrics['lm_beta']:g}, tuned on the dev speakers) |"
         )
+    rows += [
+        f"| test GER ({label}; each declared grapheme one unit) | {metrics[key]:.4f} |"
+        for key, label in (("ger", "greedy"), ("ger_lm", "n-gram LM"))
+        if key in metrics
+    ]
     return "\n".join(rows)
 
 
@@ -87,7 +112,8 @@ def model_card(info: dict, metrics: dict) -> str:
     settings = yaml.safe_dump(info["settings"], allow_unicode=True, sort_keys=True)
     body = f"""# {name}
 
-A {model_type} CTC model for `{info["language"]}`, trained with asrflow's **{info["method"]}** method from the
+A {info.get("architecture", f"{model_type} CTC model")} for `{info["language"]}`, trained with asrflow's
+**{info["method"]}** method from the
 base checkpoint `{info["base"]}` on cross-validation fold {info["fold"]}.
 
 | | |
@@ -171,27 +197,34 @@ def evaluate(
     lm_dir: Path,
     out_dir: Path,
     publish_dir: Path,
+    graphemes: Sequence[str] = (),
 ) -> dict:
+    """Score the fold's test speakers (`graphemes`: the declared ones, normalised; the GER counts each as one
+    unit)."""
     info = read_json(model_dir / "training.json")
     precision = info.get("loop", {}).get("precision", "fp32")
-    processor = AutoProcessor.from_pretrained(model_dir)
-    model = methods.get(method_name).load(model_dir, info["language"]).to(compute_device())
     utterances = read_manifest(fold_dir / "test.csv")
-    logits = logits_of(model, processor, utterances, eval_cfg, precision)  # once, for greedy and LM decoding
+    if getattr(methods.get(method_name), "own_training", False):  # projector: its causal LM decodes (no n-gram pass)
+        hypotheses, decode_cfg = projector.transcribe_utterances(model_dir, utterances), {**decode_cfg, "beam": False}
+    else:
+        processor = AutoProcessor.from_pretrained(model_dir)
+        model = methods.get(method_name).load(model_dir, info["language"]).to(compute_device())
+        logits = logits_of(model, processor, utterances, eval_cfg, precision)  # once, for greedy and LM decoding
+        hypotheses = greedy_transcripts(logits, processor)
     rows = pd.DataFrame(
         {
             "utt_id": [u.utt_id for u in utterances],
             "speaker": [u.speaker for u in utterances],
             "reference": [u.text for u in utterances],
-            "hypothesis": greedy_transcripts(logits, processor),
+            "hypothesis": hypotheses,
         }
     )
-    rows["cer"] = utterance_cer(rows, "hypothesis")
+    score_utterances(rows, "hypothesis", graphemes)
     if decode_cfg["beam"]:
         grid, rows["hypothesis_lm"] = tune_and_decode(
             model, processor, fold_dir, lm_dir, logits, eval_cfg, decode_cfg, precision
         )
-        rows["cer_lm"] = utterance_cer(rows, "hypothesis_lm")
+        score_utterances(rows, "hypothesis_lm", graphemes)
     speakers = read_json(fold_dir.parent / "folds.json")[fold_dir.name]["speakers"]
     metrics = {
         **{
@@ -207,7 +240,7 @@ def evaluate(
                 "dev_cer",
             )
         },
-        **score(rows),
+        **score(rows, graphemes),
         "test_speakers": speakers["test"],
         "dev_speakers": speakers["dev"],
     }
@@ -220,7 +253,7 @@ def evaluate(
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         rows.to_csv(tmp / "hypotheses.csv", index=False)
-        per_speaker(rows).to_csv(tmp / "speakers.csv", index=False)
+        per_speaker(rows, graphemes).to_csv(tmp / "speakers.csv", index=False)
         if decode_cfg["beam"]:
             grid.to_csv(tmp / "lm_tuning.csv", index=False)
         write_json(tmp / "metrics.json", metrics)
@@ -270,4 +303,5 @@ def run_cli(args: argparse.Namespace) -> None:
         args.lm,
         args.out,
         args.publish,
+        grapheme_inventory(params["text"]),
     )

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
-from transformers import get_linear_schedule_with_warmup
+from transformers import get_scheduler
 from transformers.optimization import Adafactor
 
 from asrflow import distributed, methods
@@ -61,6 +61,7 @@ class LoopConfig:
     gradient_checkpointing: bool = False
     micro_batch_seconds: float | None = None  # None: the whole batch at once
     optimizer: str = "adamw"
+    schedule: str = "linear"  # decay after warm-up: linear or cosine (train.<method>.schedule; CTC methods: linear)
 
     @property
     def micro_seconds(self) -> float:
@@ -92,6 +93,7 @@ def loop_config(train_cfg: dict, method: str) -> LoopConfig:
         warmup_steps=train_cfg["warmup_steps"],
         grad_clip=train_cfg["grad_clip"],
         seed=train_cfg["seed"],
+        schedule=own.get("schedule", "linear"),
         **shared,
     )
 
@@ -310,7 +312,7 @@ def fit(
     optimizer = make_optimizer(params, cfg)
     scaler = torch.amp.GradScaler(model_device(task.model).type, enabled=cfg.precision == "fp16")
     steps_per_epoch = len(bucket_batches([c.n_samples for c in train], cfg.batch_seconds, random.Random(0)))
-    scheduler = get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, steps_per_epoch * cfg.max_epochs)
+    scheduler = get_scheduler(cfg.schedule, optimizer, cfg.warmup_steps, steps_per_epoch * cfg.max_epochs)
     state = checkpoints.load(task.model, optimizer, scheduler, scaler, rng) if checkpoints else LoopState()
     started = time.perf_counter() - state.seconds
     while state.epoch < cfg.max_epochs and not (early_stopping and state.stale >= cfg.patience):

@@ -39,6 +39,19 @@ def run_cli(args: argparse.Namespace) -> None:
     base = open_base(args.base)
     methods.check_available(base, args.method, params["train"])
     device = compute_device()
+    if getattr(methods.get(args.method), "own_training", False):
+        # The memory model measures CTC training steps; the projector trains a small MLP on cached features.
+        write_json(
+            args.out,
+            {
+                "base": base.name,
+                "method": args.method,
+                "device": str(device),
+                "fits": None,
+                "message": f"no memory plan for {args.method}: it trains on cached encoder features",
+            },
+        )
+        return
     result = memory.plan(
         base,
         args.method,

@@ -5,7 +5,7 @@ to the earlier method: the test speakers score the choice but never make it, so 
 release is not biased by picking the luckiest method on them) is refitted on every speaker with the settings
 cross-validation scored. No speaker is held out, so there is no early stopping: it trains for the number of epochs
 cross-validation selected, the median of the folds' best epochs (rounded up: the refit sees more data, not less).
-The vocabulary covers every transcript.
+The vocabulary covers every transcript (each declared grapheme, `text.graphemes`, one token).
 
 Output folder (`--out`, results/release): the Hugging Face model and processor as the method saves them (loads with
 `pipeline("automatic-speech-recognition", model=...)`), `release.json` (what was trained on what, and its
@@ -36,7 +36,8 @@ from asrflow.manifest import Utterance, read_manifest, total_seconds
 from asrflow.memory import check_device_fits
 from asrflow.model import make_processor
 from asrflow.results import mean_dev_cer
-from asrflow.vocab import build_vocab
+from asrflow.transcripts import grapheme_inventory
+from asrflow.vocab import build_vocab, encode_labels
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,15 @@ def choose_method(folds: pd.DataFrame, wanted: str) -> str:
     """`wanted`, or with `best` the method of the lowest mean dev CER across folds (the first of equals, in the
     table's order). Dev speakers, not test speakers, choose: the test CER stays an unbiased estimate."""
     dev_cer = mean_dev_cer(folds)
+    # The refit trains CTC models: a method with its own training (projector) is cross-validated, not released yet.
+    own = [m for m in dev_cer.index if getattr(methods.get(m), "own_training", False)]
+    if wanted in own or (wanted == "best" and len(own) == len(dev_cer)):
+        raise ReleaseError(
+            f"release.method is {wanted!r}: the release refit cannot train {', '.join(own)} yet; set release.method "
+            f"to a CTC method and add it to `methods`"
+        )
     if wanted == "best":
-        return str(dev_cer.idxmin())
+        return str(dev_cer.drop(own).idxmin())
     if wanted not in dev_cer:
         raise ReleaseError(
             f"release.method is {wanted!r}, but cross-validation has results for {list(dev_cer.index)} "
@@ -90,14 +98,14 @@ def refit(
     train_cfg, language = params["train"], params["corpus"]["language"]
     method = methods.get(method_name)
     base = open_base(base_dir)
-    vocab = build_vocab([u.text for u in utterances])
+    vocab = build_vocab([u.text for u in utterances], grapheme_inventory(params["text"]))
     processor = make_processor(vocab, base.feature_extractor())
     trained_on = training_set(utterances, speed_copies)
     methods.check_available(base, method_name, train_cfg)
     check_device_fits(base, method_name, train_cfg, trained_on)
     model = prepare_model(base, method_name, vocab, params)
     clips, dropped = split_alignable(
-        model, load_clips(trained_on, lambda text: processor.tokenizer(text).input_ids, processor.feature_extractor)
+        model, load_clips(trained_on, lambda text: encode_labels(text, vocab), processor.feature_extractor)
     )
     trainable, total = methods.count_parameters(model)
     log.info(

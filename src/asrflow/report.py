@@ -2,33 +2,69 @@
 
 Outputs (in `out_dir`):
 - `folds.csv`    tidy, one row per method × fold
-- `summary.csv`  one row per method (in params order): mean and sample std (ddof=1) across folds, per-fold CER
-- `summary.md`   the same numbers as a readable table, with what they mean
+- `summary.csv`  one row per method (in params order): mean and sample std (ddof=1) across folds, per-fold CER; and
+                 the error rates pooled over every test speaker with 95 % bootstrap intervals over speakers
+                 (`cer_pooled`, `cer_ci_low`, `cer_ci_high`, the same for wer, the LM rates and, with declared
+                 graphemes, the GER; asrflow.bootstrap)
+- `summary.md`   the same numbers as readable tables, with what they mean, and the pairwise comparison of methods
+- `comparisons.csv` every pair of methods compared on the same resampled speakers: the CER difference with its
+                 95 % interval and the fraction of resamples each method wins (also with the LM, and the GER)
 - `summary.png`  CER per method: mean bar, std error bar, one point per fold
 - `summary.json` per method: the error rates' means and stds, and the mean dev CER (DVC `metrics`: `dvc exp show`)
 
 `methods` in params.yaml is authoritative: every declared method must have all k folds, and any other method
 directory under the metrics folder is ignored (it may be left over from an earlier configuration). The metrics are
-read and checked by asrflow.results.
+read and checked by asrflow.results; the bootstrap reads every test utterance's transcripts (hypotheses.csv).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from asrflow.config import load_stage
+from asrflow import bootstrap
+from asrflow.config import defaults, load_stage
 from asrflow.io import atomic_path, write_json, write_text
-from asrflow.results import DECIMALS, LM_METRICS, folds_table, mean_dev_cer
+from asrflow.results import DECIMALS, LM_METRICS, MetricsError, folds_table, load_hypotheses, mean_dev_cer
+from asrflow.transcripts import grapheme_inventory
 
 log = logging.getLogger(__name__)
+
+# Error rate → the hypotheses.csv column it scores and its unit, as evaluate computes it. A rate counts where its
+# per-utterance column (`cer`, ..., `ger`: evaluate writes the GER only with declared text.graphemes) is filled in.
+BOOTSTRAPPED = {
+    "cer": ("hypothesis", "char"),
+    "wer": ("hypothesis", "word"),
+    "ger": ("hypothesis", "grapheme"),
+    "cer_lm": ("hypothesis_lm", "char"),
+    "wer_lm": ("hypothesis_lm", "word"),
+    "ger_lm": ("hypothesis_lm", "grapheme"),
+}
+# The rates whose pairwise differences comparisons.csv holds, and its columns.
+COMPARED = ["cer", "ger", "cer_lm", "ger_lm"]
+COMPARISON_COLUMNS = [
+    "rate",
+    "method_a",
+    "method_b",
+    "rate_a",
+    "rate_b",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "a_wins",
+    "b_wins",
+    "resamples",
+]
 
 
 def summary_row(rows: pd.DataFrame, lm_columns: list[str]) -> dict[str, Any]:
@@ -68,6 +104,89 @@ def summary_metrics(summary: pd.DataFrame, folds: pd.DataFrame) -> dict[str, dic
         values = {**rates, "dev_cer_mean": dev_cer[row["method"]]}
         metrics[row["method"]] = {k: round(float(v), DECIMALS) for k, v in values.items() if not math.isnan(v)}
     return metrics
+
+
+def tested_speakers(hypotheses: pd.DataFrame, methods: list[str]) -> list[str]:
+    """The test speakers, checked to be the same for every method (the split is shared): a paired comparison needs
+    each method's errors on the same speakers."""
+    speakers = {m: sorted(set(hypotheses.loc[hypotheses["method"] == m, "speaker"])) for m in methods}
+    first = speakers[methods[0]]
+    for method, own in speakers.items():
+        if own != first:
+            raise MetricsError(
+                f"methods {methods[0]} and {method} were tested on different speakers ({', '.join(first)} / "
+                f"{', '.join(own)}): their evaluations come from different splits; re-run evaluate for both"
+            )
+    return first
+
+
+def scored(rows: pd.DataFrame, rate: str) -> bool:
+    """Whether every row holds the rate: its hypothesis (LM decoding may be missing from some folds) and, for the GER,
+    its per-utterance score (evaluate writes it only with declared text.graphemes)."""
+    column, unit = BOOTSTRAPPED[rate]
+    needed = [column, rate] if unit == "grapheme" else [column]
+    return all(c in rows and rows[c].notna().all() for c in needed)
+
+
+def speaker_errors(
+    hypotheses: pd.DataFrame, methods: list[str], graphemes: Sequence[str] = ()
+) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """rate → method → (edits, reference units) per speaker, in one speaker order; a method whose folds do not all
+    hold a rate has none for it. `graphemes`: the units of the GER (text.graphemes, normalised)."""
+    found: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for rate, (column, unit) in BOOTSTRAPPED.items():
+        for method in methods:
+            rows = hypotheses[hypotheses["method"] == method]
+            if scored(rows, rate):
+                counts = bootstrap.speaker_counts(rows, column, unit, graphemes)
+                found.setdefault(rate, {})[method] = (counts["errors"].to_numpy(), counts["units"].to_numpy())
+    return found
+
+
+def compare(
+    rate: str, a: str, b: str, errors: dict[str, tuple[np.ndarray, np.ndarray]], indices: np.ndarray
+) -> dict[str, Any]:
+    """One row of comparisons.csv: method a's pooled rate minus method b's, on the same resampled speakers."""
+    found = bootstrap.paired(*errors[a], *errors[b], indices)
+    return {
+        "rate": rate,
+        "method_a": a,
+        "method_b": b,
+        "rate_a": errors[a][0].sum() / errors[a][1].sum(),
+        "rate_b": errors[b][0].sum() / errors[b][1].sum(),
+        "difference": found.difference,
+        "ci_low": found.low,
+        "ci_high": found.high,
+        "a_wins": found.a_wins,
+        "b_wins": found.b_wins,
+        "resamples": len(indices),
+    }
+
+
+def uncertainty(
+    hypotheses: pd.DataFrame, methods: list[str], resamples: int, seed: int, graphemes: Sequence[str] = ()
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per method: each rate pooled over the test speakers with its bootstrap interval; per pair of methods and
+    compared rate: the paired difference). Every method and rate is resampled with the same speaker draws."""
+    indices = bootstrap.resample_indices(len(tested_speakers(hypotheses, methods)), resamples, seed)
+    errors = speaker_errors(hypotheses, methods, graphemes)
+    rows = {method: {"method": method} for method in methods}
+    for rate, by_method in errors.items():
+        for method, (edits, units) in by_method.items():
+            found = bootstrap.interval(edits, units, indices)
+            rows[method] |= {
+                f"{rate}_pooled": found.estimate,
+                f"{rate}_ci_low": found.low,
+                f"{rate}_ci_high": found.high,
+            }
+    comparisons = [
+        compare(rate, a, b, errors[rate], indices)
+        for rate in COMPARED
+        if rate in errors
+        for a, b in itertools.combinations(methods, 2)
+        if a in errors[rate] and b in errors[rate]
+    ]
+    return pd.DataFrame(list(rows.values())), pd.DataFrame(comparisons, columns=COMPARISON_COLUMNS)
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -125,6 +244,52 @@ def summary_markdown(summary: pd.DataFrame, folds: pd.DataFrame, k: int) -> str:
     )
 
 
+def _pct_interval(estimate: float, low: float, high: float, sign: str = "") -> str:
+    if math.isnan(estimate):
+        return "–"
+    return f"{100 * estimate:{sign}.1f} [{100 * low:{sign}.1f}, {100 * high:{sign}.1f}]"
+
+
+def _label(rate: str) -> str:
+    return f"{rate.upper().replace('_', ' + ')} %"
+
+
+def uncertainty_markdown(summary: pd.DataFrame, comparisons: pd.DataFrame, n_speakers: int, bootstrap_cfg: dict) -> str:
+    """The pooled rates with their intervals, and the pairwise comparisons (docs/analysis.md)."""
+    rates = [rate for rate in BOOTSTRAPPED if f"{rate}_pooled" in summary]
+    rows = [
+        [s["method"], *(_pct_interval(s[f"{r}_pooled"], s[f"{r}_ci_low"], s[f"{r}_ci_high"]) for r in rates)]
+        for _, s in summary.iterrows()
+    ]
+    pairs = [
+        [
+            _label(c["rate"]),
+            f"{c['method_a']} − {c['method_b']}",
+            _pct_interval(c["difference"], c["ci_low"], c["ci_high"], sign="+"),
+            f"{100 * c['a_wins']:.1f} % / {100 * c['b_wins']:.1f} %",
+        ]
+        for _, c in comparisons.iterrows()
+    ]
+    sections = [
+        "## Uncertainty over speakers",
+        f"Each error rate pooled over all {n_speakers} test speakers (the edits of every test utterance divided by "
+        "their reference length; the table above averages the folds' rates instead, so the two can differ slightly), "
+        f"with a 95 % interval from {bootstrap_cfg['resamples']} bootstrap resamples of the test speakers "
+        f"(seed {bootstrap_cfg['seed']}): how much the rate could move with other speakers of the language. "
+        "Method, and how it relates to the table above: docs/analysis.md.",
+        _md_table(["method", *(f"{_label(r)} [95 % interval]" for r in rates)], rows),
+    ]
+    if pairs:
+        sections += [
+            "## Pairwise comparison",
+            "Method A's rate minus method B's in percentage points (negative: A makes fewer errors), with its 95 % "
+            "interval, both methods scored on the same resampled speakers; and in what share of the resamples each "
+            "method has the lower rate. An interval that includes 0 means these speakers cannot tell the two apart.",
+            _md_table(["rate", "A − B", "difference [95 % interval]", "A lower / B lower"], pairs),
+        ]
+    return "\n\n".join(sections) + "\n"
+
+
 def summary_figure(summary: pd.DataFrame, folds: pd.DataFrame) -> Figure:
     """CER per method: a bar at the mean, an error bar of one std, and each fold's CER as a point."""
     fig = Figure(figsize=(max(6.0, 1.4 * len(summary) + 2), 4.5), layout="constrained")
@@ -167,14 +332,34 @@ def write_png(target: Path, fig: Figure) -> None:
         fig.savefig(tmp, format="png", dpi=150)
 
 
-def report(metrics_dir: str | Path, out_dir: str | Path, methods: list[str], k: int) -> pd.DataFrame:
-    """Write folds.csv, summary.csv, summary.md, summary.png and summary.json into `out_dir`; return the summary."""
+def report(
+    metrics_dir: str | Path,
+    out_dir: str | Path,
+    methods: list[str],
+    k: int,
+    bootstrap_cfg: dict[str, int] | None = None,
+    graphemes: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Write folds.csv, summary.csv, summary.md, summary.png, summary.json and comparisons.csv into `out_dir`;
+    return the summary. `bootstrap_cfg`: params report.bootstrap (resamples, seed; None: the schema's defaults);
+    `graphemes`: the GER's units, as evaluate used them (transcripts.grapheme_inventory)."""
     out_dir = Path(out_dir)
+    bootstrap_cfg = bootstrap_cfg or defaults("report.bootstrap")
     folds = folds_table(Path(metrics_dir), methods, k)
-    summary = summary_table(folds, methods)
+    hypotheses = load_hypotheses(Path(metrics_dir), methods, k)
+    pooled, comparisons = uncertainty(hypotheses, methods, bootstrap_cfg["resamples"], bootstrap_cfg["seed"], graphemes)
+    # The across-fold columns first, unchanged; the pooled rates and their intervals after them.
+    summary = summary_table(folds, methods).merge(pooled, on="method", how="left", validate="one_to_one")
+    n_speakers = len(tested_speakers(hypotheses, methods))
     write_csv(out_dir / "folds.csv", folds)
     write_csv(out_dir / "summary.csv", summary)
-    write_text(out_dir / "summary.md", summary_markdown(summary, folds, k))
+    write_csv(out_dir / "comparisons.csv", comparisons)
+    markdown = (
+        summary_markdown(summary, folds, k)
+        + "\n"
+        + uncertainty_markdown(summary, comparisons, n_speakers, bootstrap_cfg)
+    )
+    write_text(out_dir / "summary.md", markdown)
     write_png(out_dir / "summary.png", summary_figure(summary, folds))
     write_json(out_dir / "summary.json", summary_metrics(summary, folds))
     log.info("report: %d method(s) × %d folds → %s", len(methods), k, out_dir)
@@ -189,4 +374,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> None:
     params = load_stage(args.params, "report")
-    report(args.metrics, args.out, params["methods"], params["folds"]["k"])
+    report(
+        args.metrics,
+        args.out,
+        params["methods"],
+        params["folds"]["k"],
+        params["report"]["bootstrap"],
+        grapheme_inventory(params["text"]),
+    )

@@ -31,6 +31,8 @@ FOLD_COLUMNS = [
 # Written by `evaluate` only when it decodes with a language model too.
 LM_METRICS = ["cer_lm", "wer_lm"]
 DECIMALS = 4
+# hypotheses.csv's text columns (besides hypothesis, hypothesis_lm, ...): everything else in it is a number.
+TEXT_COLUMNS = ["utt_id", "speaker", "reference"]
 
 
 class MetricsError(AsrflowError):
@@ -60,6 +62,25 @@ def load_fold(metrics_dir: Path, method: str, fold: int) -> dict[str, Any]:
             f"but its path says method {method!r} fold {fold}"
         )
     return data
+
+
+def load_hypotheses(metrics_dir: Path, methods: list[str], k: int) -> pd.DataFrame:
+    """Every test utterance's transcripts (evaluate's hypotheses.csv), one row per method × utterance, with `method`
+    and `fold` columns; text read verbatim (an empty hypothesis stays "", never NaN)."""
+    tables = []
+    for method in methods:
+        for fold in range(k):
+            path = metrics_path(metrics_dir, method, fold).with_name("hypotheses.csv")
+            if not path.is_file():
+                raise MetricsError(
+                    f"{path}: test transcripts not found; they are written by `asrflow evaluate --method {method} "
+                    f"--fold {fold}` beside metrics.json (re-run it)"
+                )
+            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+            for column in [c for c in table if c not in TEXT_COLUMNS and not c.startswith("hypothesis")]:
+                table[column] = pd.to_numeric(table[column])  # the per-utterance error rates
+            tables.append(table.assign(method=method, fold=fold))
+    return pd.concat(tables, ignore_index=True)
 
 
 def folds_table(metrics_dir: Path, methods: list[str], k: int) -> pd.DataFrame:

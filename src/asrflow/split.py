@@ -2,7 +2,8 @@
 
 Every speaker is tested in exactly one fold; folds are balanced by audio duration; each fold's dev speakers (for early
 stopping) come from its training side, never from its test speakers. The CTC vocabulary of each fold (asrflow.vocab) is
-built from that fold's training text only, so no symbol is learnt from test (or dev) speakers.
+built from that fold's training text only, so no symbol is learnt from test (or dev) speakers; each declared grapheme
+(`text.graphemes`) is one token of it.
 
 Output folder: `fold<k>/{train,dev,test}.csv` (manifests), `fold<k>/vocab.json` (token → id), `folds.json` (summary).
 """
@@ -13,11 +14,13 @@ import argparse
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 from asrflow import config
 from asrflow.io import atomic_path, write_json
 from asrflow.manifest import ManifestError, Utterance, read_manifest, write_manifest
+from asrflow.transcripts import grapheme_inventory
 from asrflow.vocab import build_vocab
 
 log = logging.getLogger(__name__)
@@ -61,8 +64,9 @@ def check_speaker_count(n_speakers: int, k: int, n_dev: int) -> None:
         )
 
 
-def split(utterances: list[Utterance], folds_cfg: dict) -> list[dict]:
-    """One dict per fold: test/dev/train speakers and utterances, and the fold's vocabulary."""
+def split(utterances: list[Utterance], folds_cfg: dict, graphemes: Sequence[str] = ()) -> list[dict]:
+    """One dict per fold: test/dev/train speakers and utterances, and the fold's vocabulary (`graphemes`: the
+    multi-character units it keeps as one token each)."""
     k, n_dev, seed = folds_cfg["k"], folds_cfg["dev_speakers"], folds_cfg["seed"]
     seconds = speaker_seconds(utterances)
     check_speaker_count(len(seconds), k, n_dev)
@@ -80,7 +84,7 @@ def split(utterances: list[Utterance], folds_cfg: dict) -> list[dict]:
                 "fold": fold,
                 "speakers": {"train": train, "dev": dev, "test": test},
                 **parts,
-                "vocab": build_vocab([u.text for u in parts["train"]]),
+                "vocab": build_vocab([u.text for u in parts["train"]], graphemes),
             }
         )
     return result
@@ -114,8 +118,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> None:
-    folds_cfg = config.load_stage(args.params, "split")["folds"]
-    folds = split(read_manifest(args.manifest), folds_cfg)
+    params = config.load_stage(args.params, "split")
+    folds = split(read_manifest(args.manifest), params["folds"], grapheme_inventory(params["text"]))
     write_folds(folds, args.out)
     for fold in folds:
         log.info(

@@ -13,7 +13,14 @@ over (`wildcards`), and how a job of it runs (threads, memory, minutes, GPUs). F
 Templates use Snakemake's syntax, which both renderers understand: `{fold}`, `{method}` are grid axes (AXES: the
 values come from params.yaml), `{input.NAME}` / `{output.NAME}` name a dep / out of the same stage. A dep naming an
 axis the stage does not run over gathers every value of it (report reads every fold × method evaluation: Snakemake
-expands it, DVC depends on the folder above). A dep `${key}` is the path params.yaml holds under that key.
+expands it, DVC depends on the folder above). A dep `${key}` is the path params.yaml holds under that key, and a dep
+`${key[*].name}` the `name` of each item of the list there (the import reads every folder of `corpus.sources`):
+Snakemake reads them from the params of each run; DVC cannot expand a list inside a stage, so dvc.yaml lists those
+paths as params.yaml held them when `asrflow dvc-yaml` wrote it (run it again after changing the list: a stage with
+such a dep refuses to run while dvc.yaml lacks one of its paths, see stale_dvc_deps); in a
+command or a params key, `${key}` is the value params.yaml holds there (the learning curve's one method: DVC fills it
+in itself, Snakemake and `jobs` from the params). A stage whose axes or `${key}`s name a key params.yaml leaves out
+(the optional `learning_curve` section) is not configured: Snakemake leaves it out (`configured`).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import functools
 import re
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +41,7 @@ SOURCE_DIR = "src/asrflow"  # where the project keeps this package's source: the
 SCHEMA_FILE = "params.schema.yaml"  # package data beside the modules (config.SCHEMA_PATH)
 
 # The grid: axis name → the params key listing its values. Declared here once; params.yaml holds the values.
-AXES = {"fold": "folds.ids", "method": "methods"}
+AXES = {"fold": "folds.ids", "method": "methods", "fraction": "learning_curve.fractions"}
 
 # Every stage reads these train.* keys, and the method's own train.<method> section overrides them.
 TRAIN_COMMON = (
@@ -58,13 +65,18 @@ THREADS_PARAM = "resources.threads"
 @dataclass(frozen=True)
 class Out:
     """One output. `directory`: a folder (Snakemake's directory()). DVC: `cache: false` for what git keeps,
-    `kind` metrics/plots for `dvc metrics` / `dvc plots` (plot: the plot's x/y fields)."""
+    `kind` metrics/plots for `dvc metrics` / `dvc plots` (plot: the plot's x/y fields). Snakemake's HTML report
+    (`snakemake --report`, docs/report.md): `report` is the output's category there ("": left out), `caption` an .rst
+    file in workflow/report/ that describes it, `report_files` a folder's files to show (patterns inside it)."""
 
     path: str
     directory: bool = False
     cache: bool = True
     kind: str = "outs"
     plot: dict[str, str] = field(default_factory=dict)
+    report: str = ""
+    caption: str = ""
+    report_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,17 +123,30 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "import",
         "read corpus.path in corpus.format into a manifest",
-        "--out {output.manifest} --rejects {output.rejects}",
-        deps={"corpus": "${corpus.path}"},
-        outs={"manifest": Out("data/interim/corpus.csv"), "rejects": Out("data/interim/import_rejects.csv")},
-        params=("corpus.format", "corpus.path", "corpus.commonvoice", "corpus.elan", "audio.on_bad_audio"),
+        "--out {output.manifest} --rejects {output.rejects} --audio {output.audio}",
+        deps={"corpus": "${corpus.path}", "sources": "${corpus.sources[*].path}"},
+        outs={
+            "manifest": Out("data/interim/corpus.csv"),
+            "rejects": Out("data/interim/import_rejects.csv"),
+            "audio": Out("data/interim/import_audio", directory=True),  # audio held in the corpus' tables (hf)
+        },
+        params=(
+            "corpus.format",
+            "corpus.path",
+            "corpus.commonvoice",
+            "corpus.elan",
+            "corpus.textgrid",
+            "corpus.hf",
+            "corpus.sources",
+            "audio.on_bad_audio",
+        ),
         module="asrflow.import_",
     ),  # a keyword cannot name a module: PEP 8's trailing underscore
     Stage(
         "resample",
         "decode, downmix and resample every utterance to 16 kHz mono wav",
         "--in {input.manifest} --out {output.resampled}",
-        deps={"manifest": "data/interim/corpus.csv"},
+        deps={"manifest": "data/interim/corpus.csv", "audio": "data/interim/import_audio"},  # the manifest names both
         outs={"resampled": Out("data/interim/resampled", directory=True)},
         params=("audio",),
         threads=4,
@@ -142,7 +167,7 @@ STAGES: tuple[Stage, ...] = (
         "--in {input.manifest} --out {output.folds}",
         deps={"manifest": "data/processed/utterances.csv"},
         outs={"folds": Out("data/processed/folds", directory=True)},
-        params=("folds",),
+        params=("folds", "text"),  # text.graphemes: one token each (normalised as the transcripts were)
     ),
     Stage(
         "augment",
@@ -161,10 +186,24 @@ STAGES: tuple[Stage, ...] = (
         "--source {input.source} --out {output.base}",
         deps={"source": "data/raw/demo-source"},
         outs={"base": Out("data/models/base", directory=True)},
-        params=("model",),
+        params=("model.base", "model.demo"),  # not model.decoder*: the speech base never depends on the decoder
         threads=4,
         mem_mb=8000,
         runtime=240,
+        gpu_processes=1,
+    ),
+    # Only the projector method reads the decoder, but DVC's matrix cannot give one method's jobs a dep the others
+    # lack (and both engines plan the same jobs): every train/evaluate job lists it (docs/methods.md, Projector).
+    Stage(
+        "decoder",
+        "pre-train the projector method's demo causal LM on the source transcripts, or validate a local one",
+        "--source {input.source} --out {output.decoder}",
+        deps={"source": "data/raw/demo-source"},
+        outs={"decoder": Out("data/models/decoder", directory=True)},
+        params=("model.decoder", "model.decoder_demo"),
+        threads=4,
+        mem_mb=8000,
+        runtime=60,
         gpu_processes=1,
     ),
     # The memory plan is a leaf: nothing waits for it, so resources.gpu_memory_gb (its budget) re-runs nothing else.
@@ -185,8 +224,13 @@ STAGES: tuple[Stage, ...] = (
         "train",
         "fine-tune one method on one fold; saves the best checkpoint in Hugging Face format",
         "--fold {fold} --method {method} --folds {input.folds} --speed {input.speed} --base {input.base}"
-        " --out {output.model} --curve {output.curve}",
-        deps={"folds": "data/processed/folds", "speed": "data/processed/speed", "base": "data/models/base"},
+        " --decoder {input.decoder} --out {output.model} --curve {output.curve}",
+        deps={
+            "folds": "data/processed/folds",
+            "speed": "data/processed/speed",
+            "base": "data/models/base",
+            "decoder": "data/models/decoder",
+        },
         outs={
             "model": Out("data/checkpoints/{method}/fold{fold}", directory=True),
             "curve": Out(
@@ -222,12 +266,21 @@ STAGES: tuple[Stage, ...] = (
             "folds": "data/processed/folds",
             "model": "data/checkpoints/{method}/fold{fold}",
             "lm": "data/processed/lm/fold{fold}",
+            # A projector model names the encoder and decoder folders it runs with (CTC models hold everything).
+            "base": "data/models/base",
+            "decoder": "data/models/decoder",
         },
         outs={
-            "metrics": Out("results/metrics/{method}/fold{fold}", directory=True),
+            "metrics": Out(
+                "results/metrics/{method}/fold{fold}",
+                directory=True,
+                report="Per fold",
+                caption="per_fold.rst",
+                report_files=("{table,speakers|hypotheses}.csv",),
+            ),
             "model": Out("results/models/{method}/fold{fold}", directory=True),
         },
-        params=("evaluate", "decode.beam", "decode.alpha", "decode.beta", "decode.beam_width"),
+        params=("evaluate", "decode.beam", "decode.alpha", "decode.beta", "decode.beam_width", "text"),
         wildcards=("fold", "method"),
         threads=THREADS_PARAM,
         mem_mb=4000,
@@ -242,12 +295,56 @@ STAGES: tuple[Stage, ...] = (
         deps={"metrics": "results/metrics/{method}/fold{fold}"},
         outs={
             "folds": Out("results/folds.csv", cache=False),
-            "summary": Out("results/summary.csv", cache=False),
-            "markdown": Out("results/summary.md", cache=False),
+            "summary": Out("results/summary.csv", cache=False, report="Summary", caption="summary.rst"),
+            "markdown": Out("results/summary.md", cache=False, report="Summary", caption="summary.rst"),
             "metrics": Out("results/summary.json", cache=False, kind="metrics"),
-            "plot": Out("results/summary.png", cache=False, kind="plots"),
+            "plot": Out("results/summary.png", cache=False, kind="plots", report="Summary", caption="summary.rst"),
+            "comparisons": Out("results/comparisons.csv", cache=False, report="Summary", caption="comparisons.rst"),
         },
-        params=("methods", "folds.k"),
+        params=("methods", "folds.k", "report.bootstrap", "text"),
+    ),
+    # What a run teaches beyond the rates: which symbols are confused, and which transcripts look wrong (the
+    # utterances whose cross-validated error lies far above their speaker's, and those training dropped).
+    Stage(
+        "analyze",
+        "symbol confusions per method (results/errors/) and suspect transcripts (results/suspects.csv)",
+        "--metrics results/metrics --checkpoints data/checkpoints --utterances {input.utterances}"
+        " --speed {input.speed} --errors {output.errors} --suspects {output.suspects}",
+        deps={
+            "metrics": "results/metrics/{method}/fold{fold}",
+            "checkpoints": "data/checkpoints/{method}/fold{fold}",
+            "utterances": "data/processed/utterances.csv",
+            "speed": "data/processed/speed",
+        },
+        outs={
+            "errors": Out(
+                "results/errors",
+                directory=True,
+                cache=False,
+                report="Errors",
+                caption="errors.rst",
+                report_files=("{method}.png",),
+            ),
+            "suspects": Out("results/suspects.csv", cache=False, report="Suspects", caption="suspects.rst"),
+        },
+        params=("methods", "folds.k", "text"),
+        mem_mb=2000,
+    ),
+    Stage(
+        "listen",
+        "the top suspect transcripts as one offline page with their audio: results/suspects.html",
+        "--suspects {input.suspects} --out {output.page}",
+        deps={"suspects": "results/suspects.csv", "audio": "data/interim/resampled"},  # the suspects' audio files
+        outs={"page": Out("results/suspects.html", cache=False, report="Suspects", caption="suspects.rst")},
+        params=("report.suspects_to_play",),
+    ),
+    Stage(
+        "curves",
+        "every fold's per-epoch training curve in one figure: results/training_curves.png",
+        "--curves results/curves --out {output.plot}",
+        deps={"curves": "results/curves/{method}-fold{fold}.csv"},
+        outs={"plot": Out("results/training_curves.png", cache=False, report="Training", caption="curves.rst")},
+        params=("methods", "folds.ids"),
     ),
     Stage(
         "data_report",
@@ -262,7 +359,7 @@ STAGES: tuple[Stage, ...] = (
             "normalize_rejects": "data/processed/normalize_rejects.csv",
         },
         outs={
-            "markdown": Out("results/data_report.md", cache=False),
+            "markdown": Out("results/data_report.md", cache=False, report="Data", caption="data_report.rst"),
             "table": Out("results/data_report.csv", cache=False),
         },
         params=("folds.k",),
@@ -289,6 +386,7 @@ STAGES: tuple[Stage, ...] = (
             "corpus.language",
             "corpus.name",
             "model.base_language",
+            "text",
         ),
         threads=THREADS_PARAM,
         mem_mb=8000,
@@ -304,6 +402,83 @@ STAGES: tuple[Stage, ...] = (
         outs={"table": Out("results/search.csv")},
         params=("search", "folds.k"),
         dvc=False,
+    ),
+)
+
+# --- the learning curve (docs/learning_curve.md): how the CER falls with more recorded minutes ---------------------
+
+CURVE_METHOD = "${learning_curve.method}"  # the one method the curve trains (params.yaml names it)
+
+
+def _on_subsets(base: str, name: str, deps: dict[str, str], outs: dict[str, str]) -> Stage:
+    """Stage `base` run on the learning curve's subsets: its module, command, params and resources, one job per
+    fold × fraction for the method `learning_curve.method` names; `deps` and `outs` replace its paths by name."""
+    stage_ = {s.name: s for s in STAGES}[base]
+    if set(outs) != set(stage_.outs):  # an output left at the base's path would be written by both stages
+        raise ValueError(f"stage {name!r}: give a path for every output of {base!r}: {sorted(stage_.outs)}")
+    method_keys = ("learning_curve.method",) if "{method}" in stage_.cmd else ()
+    return replace(
+        stage_,
+        name=name,
+        help=f"{base} on one fold × fraction of the learning curve ({stage_.help})",
+        cmd=stage_.cmd.replace("{method}", CURVE_METHOD),
+        deps={**stage_.deps, **deps},
+        # The base's kind of output at the curve's path (and in no category of Snakemake's HTML report).
+        outs={key: Out(outs[key], out.directory, out.cache, out.kind, out.plot) for key, out in stage_.outs.items()},
+        params=(*(key.replace("{method}", CURVE_METHOD) for key in stage_.params), *method_keys),
+        wildcards=("fold", "fraction"),
+        module=stage_.module_name,
+        log=f"logs/learning_curve/{base}/{{fraction}}-fold{{fold}}.log",
+    )
+
+
+SUBSET = "data/learning_curve/subsets/{fraction}/fold{fold}"  # a folds folder holding one fold, its train.csv cut
+CURVE_METRICS = "results/learning_curve/metrics/{fraction}/fold{fold}"
+
+# Fraction 1.0 trains again rather than reuse the grid's training: the curve's method need not be in `methods`.
+STAGES += (
+    Stage(
+        "subset",
+        "cut one fold's training speakers to a fraction of their minutes (whole utterances, every speaker kept)",
+        "--fold {fold} --fraction {fraction} --folds {input.folds} --out {output.folds}",
+        deps={"folds": "data/processed/folds"},
+        outs={"folds": Out(SUBSET, directory=True)},
+        params=("learning_curve.seed",),
+        wildcards=("fold", "fraction"),
+        log="logs/learning_curve/subset/{fraction}-fold{fold}.log",
+    ),
+    _on_subsets("lm", "curve_lm", {"folds": SUBSET}, {"lm": "data/learning_curve/lm/{fraction}/fold{fold}"}),
+    _on_subsets(
+        "train",
+        "curve_train",
+        {"folds": SUBSET},
+        {
+            "model": "data/learning_curve/checkpoints/{fraction}/fold{fold}",
+            "curve": "results/learning_curve/curves/{fraction}-fold{fold}.csv",
+        },
+    ),
+    _on_subsets(
+        "evaluate",
+        "curve_evaluate",
+        {
+            "folds": SUBSET,
+            "model": "data/learning_curve/checkpoints/{fraction}/fold{fold}",
+            "lm": "data/learning_curve/lm/{fraction}/fold{fold}",
+        },
+        {"metrics": CURVE_METRICS, "model": "data/learning_curve/models/{fraction}/fold{fold}"},
+    ),
+    Stage(
+        "learning_curve",
+        "fit CER = a·minutes^-b + c over every fold × fraction; predict 2× and 4× the minutes (learning_curve.*)",
+        "--metrics results/learning_curve/metrics --subsets data/learning_curve/subsets --table {output.table}"
+        " --markdown {output.markdown} --plot {output.plot}",
+        deps={"metrics": CURVE_METRICS, "subsets": SUBSET},
+        outs={
+            "table": Out("results/learning_curve.csv", cache=False),
+            "markdown": Out("results/learning_curve.md", cache=False),
+            "plot": Out("results/learning_curve.png", cache=False, kind="plots"),
+        },
+        params=("learning_curve", "folds.ids"),
     ),
 )
 
@@ -398,13 +573,68 @@ def lookup(params: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def stage_params(stage_: Stage, method: str | None = None) -> list[str]:
-    """The params keys a job of the stage reads (`{method}` filled in for per-method stages)."""
-    if any("{method}" in key for key in stage_.params):
+# `${key}` in a template: the value params.yaml holds under the dotted key.
+PARAM_REF = re.compile(r"\$\{([\w.]+)\}")
+# A dep `${key[*].name}`: the `name` of each item of the list params.yaml holds under `key`.
+LIST_DEP = re.compile(r"^\$\{([\w.]+)\[\*\]\.([\w.]+)\}$")
+
+
+def dep_paths(params: dict[str, Any], dep: str) -> list[str]:
+    """The paths a `${...}` dep stands for in `params` (validated: defaults filled in)."""
+    if match := LIST_DEP.match(dep):
+        return [str(lookup(item, match[2])) for item in lookup(params, match[1]) or []]
+    return [str(lookup(params, dep[2:-1]))]
+
+
+def stale_dvc_deps(stage_: Stage, params: dict[str, Any], dvc_file: Path = Path("dvc.yaml")) -> list[str]:
+    """The paths of the stage's `${key[*].name}` deps that `dvc_file`'s stage lacks ([] without that file): dvc.yaml
+    holds them as params.yaml listed them when `asrflow dvc-yaml` last wrote it."""
+    if not dvc_file.is_file():
+        return []
+    listed = (yaml.safe_load(dvc_file.read_text(encoding="utf-8")) or {}).get("stages", {}).get(stage_.name)
+    if not listed:  # a dvc.yaml without this stage: DVC does not run it
+        return []
+    wanted = [path for dep in stage_.deps.values() if LIST_DEP.match(dep) for path in dep_paths(params, dep)]
+    return [path for path in wanted if path not in listed.get("deps", [])]
+
+
+def resolve(text: str, params: dict[str, Any]) -> str:
+    """`text` with every `${key}` replaced by the value `params` holds there."""
+    return PARAM_REF.sub(lambda m: str(lookup(params, m[1])), text)
+
+
+def stage_params(stage_: Stage, method: str | None = None, params: dict[str, Any] | None = None) -> list[str]:
+    """The params keys a job of the stage reads (`{method}` filled in for per-method stages, `${key}` from
+    `params` for a stage whose method params.yaml names)."""
+    keys = list(stage_.params)
+    if any("{method}" in key for key in keys):
         if method is None:
             raise ValueError(f"stage {stage_.name!r} reads per-method keys: give a method")
-        return [key.replace("{method}", method) for key in stage_.params]
-    return list(stage_.params)
+        keys = [key.replace("{method}", method) for key in keys]
+    if any(PARAM_REF.search(key) for key in keys):
+        if params is None:
+            raise ValueError(f"stage {stage_.name!r} reads keys that params.yaml names (${{...}}): give the params")
+        keys = [resolve(key, params) for key in keys]
+    return keys
+
+
+def needed_keys(stage_: Stage) -> set[str]:
+    """The params keys the stage's templates need a value of: its axes' (gathered ones too) and every `${key}` in
+    its command and params (a `${key}` dep is a path the params must hold anyway)."""
+    axes = set(stage_.wildcards) | {axis for path in stage_.deps.values() for axis in axes_in(path)}
+    refs = {key for text in (stage_.cmd, *stage_.params) for key in PARAM_REF.findall(text)}
+    return {AXES[axis] for axis in axes} | refs
+
+
+def configured(stage_: Stage, params: dict[str, Any]) -> bool:
+    """Whether `params` holds every key the stage needs: the learning curve's stages exist only where params.yaml
+    declares `learning_curve` (DVC, which cannot leave a stage out, needs the section: params.yaml has it)."""
+    try:
+        for key in needed_keys(stage_):
+            lookup(params, key)
+    except (KeyError, TypeError):
+        return False
+    return True
 
 
 # --- dvc.yaml --------------------------------------------------------------------------------------------------------
@@ -461,12 +691,23 @@ def _dvc_out(stage_: Stage, out: Out) -> str | dict[str, dict[str, Any]]:
     return {path: options} if options else path
 
 
-def dvc_stage(stage_: Stage) -> dict[str, Any]:
+def _dvc_deps(stage_: Stage, params: dict[str, Any] | None) -> list[str]:
+    """The stage's deps as dvc.yaml states them: a `${key[*].name}` dep as the paths `params` lists (none without)."""
+    deps = []
+    for path in stage_.deps.values():
+        if LIST_DEP.match(path):
+            deps += dep_paths(params, path) if params is not None else []
+        else:
+            deps.append(_dvc_path(stage_, path))
+    return deps
+
+
+def dvc_stage(stage_: Stage, params: dict[str, Any] | None = None) -> dict[str, Any]:
     entry: dict[str, Any] = {}
     if stage_.wildcards:
         entry["matrix"] = {axis: f"${{{AXES[axis]}}}" for axis in stage_.wildcards}
     entry["cmd"] = _fill_command(stage_, _dvc_axis)
-    entry["deps"] = [*(_dvc_path(stage_, p) for p in stage_.deps.values()), *code_files(stage_.name)]
+    entry["deps"] = [*_dvc_deps(stage_, params), *code_files(stage_.name)]
     entry["params"] = [_dvc_path(stage_, key) for key in stage_.params]
     for kind in ("outs", "metrics", "plots"):
         outs = [_dvc_out(stage_, o) for o in stage_.outs.values() if o.kind == kind]
@@ -475,9 +716,10 @@ def dvc_stage(stage_: Stage) -> dict[str, Any]:
     return entry
 
 
-def dvc_yaml() -> str:
-    """dvc.yaml's text: every stage DVC runs, in table order (each one's deps come before it)."""
-    stages = {s.name: dvc_stage(s) for s in STAGES if s.dvc}
+def dvc_yaml(params: dict[str, Any] | None = None) -> str:
+    """dvc.yaml's text: every stage DVC runs, in table order (each one's deps come before it); `params` (validated
+    params.yaml) gives the paths of `${key[*].name}` deps."""
+    stages = {s.name: dvc_stage(s, params) for s in STAGES if s.dvc}
     body = yaml.safe_dump({"stages": stages}, sort_keys=False, allow_unicode=True, width=120)
     return DVC_HEADER + re.sub(r"\n(  \w+:\n)", r"\n\n\1", body)  # a blank line between stages
 
@@ -496,12 +738,12 @@ def jobs(params: dict[str, Any]) -> list[Job]:
     """Every job both engines run for `params`, each after the jobs it reads from (table order, then the grid):
     what a plain sequential run of the pipeline executes, as `dvc repro` would."""
     found = []
-    for stage_ in (s for s in STAGES if s.dvc):
+    for stage_ in (s for s in STAGES if s.dvc and configured(s, params)):
         combinations: list[dict[str, Any]] = [{}]
         for axis in stage_.wildcards:
             combinations = [{**c, axis: value} for c in combinations for value in lookup(params, AXES[axis])]
         for values in combinations:
             command = _fill_command(stage_, lambda name, values=values: str(values[name]))
-            command = re.sub(r"\$\{([\w.]+)\}", lambda m: str(lookup(params, m[1])), command)
+            command = resolve(command, params)
             found.append(Job(stage_.name, values, shlex.split(command)))
     return found

@@ -25,8 +25,10 @@ from asrflow.io import atomic_path, read_json, write_json
 from asrflow.loop import fit, loop_config, prepare_model, split_alignable, training_set
 from asrflow.manifest import read_manifest, total_seconds
 from asrflow.memory import check_device_fits
+from asrflow.methods import projector
 from asrflow.model import make_processor
 from asrflow.resume import Checkpoints, fingerprint, resume_dir
+from asrflow.vocab import encode_labels
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ def train_fold(
     model = prepare_model(base, method_name, vocab, params)
 
     def encode(text: str) -> list[int]:
-        return processor.tokenizer(text).input_ids
+        return encode_labels(text, vocab)  # the fold's graphemes one label each, as split's vocabulary has them
 
     train_clips, dropped = split_alignable(model, load_clips(train_utts, encode, feature_extractor))
     dev_clips = load_clips(read_manifest(fold_dir / "dev.csv"), encode, feature_extractor)
@@ -130,6 +132,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folds", required=True, type=Path)
     parser.add_argument("--speed", required=True, type=Path)
     parser.add_argument("--base", required=True, type=Path)
+    parser.add_argument(
+        "--decoder", default=Path("data/models/decoder"), type=Path, help="the decoder stage's folder (projector only)"
+    )
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--curve", required=True, type=Path, help="per-epoch metrics CSV (for dvc plots)")
     parser.add_argument(
@@ -148,6 +153,17 @@ def run_cli(args: argparse.Namespace) -> None:
         relaunch_with_torchrun(processes, args.threads)
         return
     distributed.init_from_environment()
+    if getattr(methods.get(args.method), "own_training", False):  # no CTC model: frozen encoder → projector → LM
+        projector.train_fold(
+            args.folds / f"fold{args.fold}",
+            args.speed / "manifest.csv",
+            args.base,
+            args.decoder,
+            params,
+            args.out,
+            args.curve,
+        )
+        return
     train_fold(
         args.folds / f"fold{args.fold}",
         args.speed / "manifest.csv",

@@ -38,22 +38,32 @@ def stage_outputs(stage):
     return [path for out in stage.outs.values() for path in expand(out.path, **axis_values(stage.wildcards))]
 
 
+def engine_stages():
+    """The stages both engines run that params.yaml configures: the learning curve's only where it declares
+    `learning_curve` (DVC needs the section; see asrflow.stages.configured)."""
+    return [stage for stage in asrflow_stages.STAGES if stage.dvc and asrflow_stages.configured(stage, config)]
+
+
 def all_outputs():
     """The default target: every output of every stage both engines run (as `dvc repro` reproduces dvc.yaml)."""
-    return [path for stage in asrflow_stages.STAGES if stage.dvc for path in stage_outputs(stage)]
+    return [path for stage in engine_stages() for path in stage_outputs(stage)]
 
 
 def params_path(dep):
-    """A `${key}` dep: the path params.yaml holds there (corpus.path). A folder of one's own (one no stage makes) is
-    given as its files: a folder's mtime says nothing about its content (editing a transcript in place leaves it
-    alone), whereas per file Snakemake sees an added or removed file (the input list changed) and an edited one
-    (mtime, and checksum under --max-checksum-file-size) — as DVC sees them by hashing the folder.
+    """A `${key}` dep: the path params.yaml holds there (corpus.path); `${key[*].name}`: each listed item's
+    (corpus.sources' folders). A folder of one's own (one no stage makes) is given as its files: a folder's mtime
+    says nothing about its content (editing a transcript in place leaves it alone), whereas per file Snakemake sees
+    an added or removed file (the input list changed) and an edited one (mtime, and checksum under
+    --max-checksum-file-size) — as DVC sees them by hashing the folder.
     """
-    path = Path(str(asrflow_stages.lookup(config, dep[2:-1])))
-    made_by_a_stage = any(out.path == str(path) for stage in asrflow_stages.STAGES for out in stage.outs.values())
-    if made_by_a_stage or not path.is_dir():
-        return str(path)
-    return sorted(str(file) for file in path.rglob("*") if file.is_file())
+    files = []
+    for path in map(Path, asrflow_stages.dep_paths(config, dep)):
+        made_by_a_stage = any(out.path == str(path) for stage in asrflow_stages.STAGES for out in stage.outs.values())
+        if made_by_a_stage or not path.is_dir():
+            files.append(str(path))
+        else:
+            files += sorted(str(file) for file in path.rglob("*") if file.is_file())
+    return files
 
 
 def inputs(stage):
@@ -70,7 +80,25 @@ def inputs(stage):
 
 
 def outputs(stage):
-    return {name: directory(out.path) if out.directory else out.path for name, out in stage.outs.items()}
+    return {name: reported(stage, out) for name, out in stage.outs.items()}
+
+
+def reported(stage, out):
+    """The output, marked for Snakemake's HTML report (`snakemake --report`) when the table gives it a category:
+    its caption from workflow/report/, a folder's files by their patterns (each needs a wildcard: Snakemake finds
+    the files with glob_wildcards), and the files labelled by the grid axes and the patterns' wildcards (the
+    report's table then has a column for each instead of one file name)."""
+    path = directory(out.path) if out.directory else out.path
+    if not out.report:
+        return path
+    named = [*stage.wildcards, *(name for pattern in out.report_files for name in re.findall(r"\{(\w+)", pattern))]
+    return report(
+        path,
+        category=out.report,
+        caption=f"../report/{out.caption}" if out.caption else None,
+        labels={name: f"{{{name}}}" for name in dict.fromkeys(named)} or None,
+        patterns=list(out.report_files),
+    )
 
 
 def code(stage):
@@ -83,7 +111,7 @@ def stage_params(stage):
     when one of them changes."""
     if "method" in stage.wildcards:
         return lambda wildcards: asrflow_config.select(config, asrflow_stages.stage_params(stage, wildcards.method))
-    return asrflow_config.select(config, asrflow_stages.stage_params(stage))
+    return asrflow_config.select(config, asrflow_stages.stage_params(stage, params=config))
 
 
 def command(stage):
@@ -92,7 +120,8 @@ def command(stage):
     stages.smk it would then see the loop variable's last value). Threads and log follow in the shell directive."""
 
     def fill(wildcards, input, output):
-        arguments = stage.cmd.format(input=input, output=output, **wildcards)
+        # `${key}` first: the value params.yaml holds there (the learning curve's method)
+        arguments = asrflow_stages.resolve(stage.cmd, config).format(input=input, output=output, **wildcards)
         return f"asrflow {stage.name} {arguments}"
 
     return fill

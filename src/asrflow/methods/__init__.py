@@ -17,6 +17,7 @@ from asrflow.methods.adapter import LanguageAdapter
 from asrflow.methods.frozen import FrozenEncoder
 from asrflow.methods.full import FullFineTune
 from asrflow.methods.lora import LoRA
+from asrflow.methods.projector import ProjectorMethod
 from asrflow.methods.scratch import Scratch
 
 
@@ -49,7 +50,7 @@ class Method(Protocol):
 
 
 METHODS: dict[str, Method] = {
-    m.name: m for m in (FullFineTune(), LanguageAdapter(), LoRA(), FrozenEncoder(), Scratch())
+    m.name: m for m in (FullFineTune(), LanguageAdapter(), LoRA(), FrozenEncoder(), Scratch(), ProjectorMethod())
 }
 
 
