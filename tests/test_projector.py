@@ -30,6 +30,7 @@ PROJECTOR = ["projector"]
 
 def tiny_decoder(params: dict) -> dict:
     """A seconds-scale projector on top of tests' tiny params (tiny.shrink also shrinks the demo decoder)."""
+    params["model"]["decoder"] = "demo"
     params["train"]["projector"].update(
         hidden_size=64, beam_width=2, max_new_tokens_per_second=15, max_new_tokens_extra=4
     )
@@ -396,7 +397,7 @@ def test_params_reference_the_projector_and_keep_it_out_of_the_default_grid() ->
     from asrflow import config
 
     params = config.load_all(ROOT / "params.yaml")
-    assert "projector" not in params["methods"] and params["model"]["decoder"] == "demo"
+    assert "projector" not in params["methods"] and params["model"]["decoder"] is None
     assert params["train"]["projector"]["stack"] == 5
 
 
@@ -416,3 +417,22 @@ def test_release_refits_the_best_ctc_method_and_refuses_the_projector() -> None:
         choose_method(folds, "projector")
     with pytest.raises(ReleaseError, match="cannot train projector"):
         choose_method(folds[folds.method == "projector"], "best")
+
+
+def test_without_a_decoder_the_stage_writes_a_note_and_the_projector_is_refused(tmp_path: Path) -> None:
+    """`model.decoder: null` (the default): the decoder stage pre-trains nothing, the projector's training refuses
+    its folder, and params naming the projector without a decoder are refused before any job runs."""
+    from asrflow import config
+    from asrflow.causal_lm import decoder_directory
+
+    params_file = tmp_path / "params.yaml"
+    params_file.write_bytes((ROOT / "params.yaml").read_bytes())
+    assert cli.main(["decoder", "--source", str(tmp_path / "unused"), "--out", str(tmp_path / "decoder"),
+                     "--params", str(params_file)]) == 0  # fmt: skip
+    assert read_json(tmp_path / "decoder" / "decoder.json") == {"path": None, "configured": False}
+    with pytest.raises(DecoderError, match="no decoder was configured"):
+        decoder_directory(tmp_path / "decoder")
+    params = read_params(tmp_path)
+    params["methods"] = ["frozen", "projector"]
+    with pytest.raises(config.ParamsError, match="model.decoder: null"):
+        config.validate(params)

@@ -79,8 +79,13 @@ def decoder_directory(stage_dir: str | Path) -> Path:
     description = stage_dir / DESCRIPTION
     if not description.is_file():
         raise DecoderError(f"{description}: not found; it is written by `asrflow decoder` (run the decoder stage)")
-    path = read_json(description).get("path")
-    return Path(path) if path else stage_dir
+    recorded = read_json(description)
+    if recorded.get("configured") is False:
+        raise DecoderError(
+            f"{description}: no decoder was configured (model.decoder: null); the projector method needs one: set "
+            f"model.decoder to `demo` or a local causal LM directory and re-run the decoder stage"
+        )
+    return Path(recorded["path"]) if recorded.get("path") else stage_dir
 
 
 def describe(path: Path) -> dict:

@@ -131,6 +131,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> None:
     model_cfg = config.load_stage(args.params, "decoder")["model"]
+    if model_cfg["decoder"] is None:  # no projector in the grid: train/evaluate jobs still depend on this folder
+        with atomic_path(args.out) as tmp:
+            tmp.mkdir()
+            write_json(tmp / DESCRIPTION, {"path": None, "configured": False})
+        log.info("decoder: none configured (model.decoder: null); only the projector method needs one")
+        return
     if model_cfg["decoder"] == "demo":
         pretrain_demo(args.source, model_cfg["decoder_demo"], args.out)
         return
