@@ -106,8 +106,8 @@ def validate(params: dict[str, Any], source: str = "params.yaml") -> dict[str, A
     projector_methods = {*params.get("methods", []), params.get("learning_curve", {}).get("method")}
     if not errors and "projector" in projector_methods and params["model"]["decoder"] is None:
         problems.append(
-            "model.decoder: null, but the projector method writes transcripts with a causal LM: set it to `demo` (a tiny"
-            " LM pre-trained on the demo's source-language transcripts) or to a local directory holding one"
+            "model.decoder: null, but the projector method writes transcripts with a causal LM: set it to `demo` (a"
+            " tiny LM pre-trained on the demo's source-language transcripts) or to a local directory holding one"
         )
     if not errors and "learning_curve" in params and params["learning_curve"]["method"] not in params["train"]:
         problems.append(

@@ -385,7 +385,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eaf", action="store_true", help="also write an ELAN .eaf: hypothesis, confidence and words tiers"
     )
-    parser.add_argument("--int8", action="store_true", help="int8 in ONNX Runtime on the CPU (about 2× float32 speed; docs/release.md)")
+    parser.add_argument("--int8", action="store_true", help="int8 in ONNX Runtime on the CPU (docs/release.md)")
     # wav2vec2's attention is quadratic in length: 20 s chunks keep memory flat however long the recording.
     parser.add_argument("--chunk-seconds", type=float, default=20.0, help="audio per model call (default 20)")
     parser.add_argument(
