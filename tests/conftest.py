@@ -7,6 +7,7 @@ the asrflow package itself is installed editable, so the stages import it from t
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -71,11 +72,13 @@ def read_params(project: Path) -> dict[str, Any]:
 
 
 def write_params(project: Path, params: dict[str, Any]) -> dict[str, Any]:
-    """Validate `params` with asrflow's own validator, then write it as the project's params.yaml."""
-    config.validate(params, source="test params")
+    """Validate `params` with asrflow's own validator, then write it as the project's params.yaml: as given, not with
+    the schema defaults the validator fills in (a default of "???" would read as "missing" to `dvc exp run -S`).
+    Returns the validated params, defaults filled in."""
+    validated = config.validate(copy.deepcopy(params), source="test params")
     text = yaml.safe_dump(params, sort_keys=False, allow_unicode=True)
     (project / "params.yaml").write_text(text, encoding="utf-8")
-    return params
+    return validated
 
 
 def set_folds(params: dict[str, Any], k: int) -> dict[str, Any]:

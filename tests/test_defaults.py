@@ -38,7 +38,7 @@ def test_a_params_file_without_optional_keys_loads_with_the_schema_defaults(tmp_
     del params["train"]["full"]["freeze_feature_encoder"], params["train"]["scratch"]["freeze_feature_encoder"]
     del params["train"]["frozen"]["max_epochs"], params["train"]["frozen"]["train_top_layers"]
     del params["corpus"]["commonvoice"], params["corpus"]["elan"]["speakers"], params["resources"]
-    for key in ("tier_index", "tier_pattern", "tier_type", "doubtful"):
+    for key in ("tier_index", "tier_pattern", "tier_type"):  # doubtful: params.yaml leaves it to the schema
         del params["corpus"]["elan"][key]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
 
@@ -73,6 +73,9 @@ def test_params_yaml_spells_out_every_schema_default_and_agrees_with_it() -> Non
     documented = leaves(read_params(ROOT))
     defaults = leaves(config.with_defaults(sections(read_params(ROOT))))
     defaults = {key: value for key, value in defaults.items() if value != {}}  # a section with nothing to fill in
+    # OmegaConf, which `dvc exp run -S` reads params.yaml with, takes the value "???" for "missing": such a default is
+    # documented in a comment instead (and the dvc experiment test fails if params.yaml spells one out).
+    defaults = {key: value for key, value in defaults.items() if value != "???"}
     assert defaults.keys() <= documented.keys(), "params.yaml leaves out a key the schema has a default for"
     disagree = {key: (value, documented[key]) for key, value in defaults.items() if documented[key] != value}
     assert disagree == DELIBERATE

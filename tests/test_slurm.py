@@ -75,9 +75,10 @@ def test_training_asks_for_its_gpus_and_every_retry_for_more_memory(tmp_path: Pa
         assert " --gpus=a100:2" in again and f" --mem {2 * memory} " in again
 
     # Every job that runs the model asks for a GPU (the release refits one; evaluation and the base's pretraining or
-    # description run one; the learning curve trains and evaluates); the data and report jobs do not.
+    # description run one; the learning curve trains and evaluates; the decoder stage pre-trains the projector's
+    # causal LM); the data and report jobs do not.
     asking = {job["rule"] for job in snakemake_jobs(project) if "--gpus=a100:" in sbatch_options(job)}
-    assert asking == {"pretrain", "plan", "train", "evaluate", "release", "curve_train", "curve_evaluate"}
+    assert asking == {"pretrain", "decoder", "plan", "train", "evaluate", "release", "curve_train", "curve_evaluate"}
     params["resources"].update(gpus_per_process=0, gpu_model=None)
     write_params(project, params)
     assert all("--gpus" not in sbatch_options(job) for job in snakemake_jobs(project))
