@@ -52,8 +52,10 @@ report: setup
 	snakemake --cores $(CORES) --printshellcmds --show-failed-logs $(REPORT_TARGETS)
 	snakemake --report results/report.html $(REPORT_TARGETS)
 
+# Two workers, a test file each (module fixtures are shared within a file): about half the time on 2 cores. The
+# longest files go first (tests/conftest.py, LONGEST_FILES), in that order.
 test: setup browser
-	pytest -q -ra
+	pytest -q -ra -n $(CORES) --dist loadfile --no-loadscope-reorder
 
 # The inner loop (under 3 minutes): every test but the end-to-end engine runs, the SLURM cluster and the slow layout
 # runs (`-m slow`); `make test` runs them all, as CI does.

@@ -71,12 +71,26 @@ def read_params(project: Path) -> dict[str, Any]:
     return yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
 
 
+OMEGACONF_MISSING = "???"  # `dvc exp run -S` reads params.yaml with OmegaConf, where this value means "missing"
+
+
+def without_missing_markers(tree: Any) -> Any:
+    """`tree` without the values OmegaConf reads as missing: keys whose schema default is that same string."""
+    if isinstance(tree, dict):
+        return {k: without_missing_markers(v) for k, v in tree.items() if v != OMEGACONF_MISSING}
+    if isinstance(tree, list):
+        return [without_missing_markers(v) for v in tree]
+    return tree
+
+
 def write_params(project: Path, params: dict[str, Any]) -> dict[str, Any]:
-    """Validate `params` with asrflow's own validator, then write it as the project's params.yaml: as given, not with
-    the schema defaults the validator fills in (a default of "???" would read as "missing" to `dvc exp run -S`).
-    Returns the validated params, defaults filled in."""
+    """Validate `params` with asrflow's own validator, then write it as the project's params.yaml, leaving out the
+    values that equal OmegaConf's missing marker (the schema fills them back in: checked). Returns the validated
+    params, defaults filled in."""
     validated = config.validate(copy.deepcopy(params), source="test params")
-    text = yaml.safe_dump(params, sort_keys=False, allow_unicode=True)
+    written = without_missing_markers(params)
+    assert config.validate(copy.deepcopy(written), source="test params") == validated, "a marker is not a default"
+    text = yaml.safe_dump(written, sort_keys=False, allow_unicode=True)
     (project / "params.yaml").write_text(text, encoding="utf-8")
     return validated
 
@@ -249,16 +263,29 @@ def stage(project: Path, *args: str) -> None:
     assert cli.main([*args, "--params", str(project / "params.yaml"), "--threads", "1"]) == 0
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, monkeypatch_session) -> Path:
-    """A tiny corpus, base and split, made by the real stages, and one epoch of every method on fold 0."""
-    from asrflow.features import CACHE_ENV
+# Where the tiny project made by the real stages keeps its folds, speed copies, base model and n-gram LMs.
+FOLDS_DIR = "data/processed/folds"
+SPEED_DIR = "data/processed/speed"
+BASE_DIR = "data/models/base"
 
-    project = tmp_path_factory.mktemp("methods")
-    (project / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
-    tiny_params(project, methods=ALL_METHODS)
-    monkeypatch_session.chdir(project)
-    monkeypatch_session.setenv(CACHE_ENV, str(project / "cache"))
+
+def train_argv(method: str, out: str, curve: str, *extra: str, fold: int = 0) -> list[str]:
+    """`asrflow train` of `method` on `fold` of the tiny project's layout (FOLDS_DIR, SPEED_DIR, BASE_DIR), writing
+    the model to `out` and its curve to `curve`; `extra` follows as given (--decoder, --params, --threads, --log...)."""
+    layout = ["--folds", FOLDS_DIR, "--speed", SPEED_DIR, "--base", BASE_DIR]
+    return ["train", "--fold", str(fold), "--method", method, *layout, "--out", out, "--curve", curve, *extra]
+
+
+def evaluate_argv(method: str, model: str, out: str, publish: str, fold: int = 0) -> list[str]:
+    """`asrflow evaluate` of the model `method` trained on `fold` (FOLDS_DIR), with that fold's n-gram LM of the tiny
+    project's layout, writing metrics to `out` and the published model to `publish`."""
+    where = ["--model", model, "--out", out, "--publish", publish, "--lm", f"data/processed/lm/fold{fold}"]
+    return ["evaluate", "--fold", str(fold), "--method", method, "--folds", FOLDS_DIR, *where]
+
+
+def stage_tiny_data(project: Path) -> None:
+    """The demo corpus, the data stages and the base model of the tiny project, made by the real stages in
+    `project`'s layout (data/raw, data/interim, data/processed, BASE_DIR); the working directory must be `project`."""
     stage(project, "demo", "--target", "data/raw/demo", "--source", "data/raw/demo-source")
     stage(project, "import", "--out", "data/interim/corpus.csv", "--rejects", "data/interim/import_rejects.csv")
     stage(project, "resample", "--in", "data/interim/corpus.csv", "--out", "data/interim/resampled")
@@ -272,9 +299,22 @@ def tiny_run(tmp_path_factory, monkeypatch_session) -> Path:
         "--rejects",
         "data/processed/normalize_rejects.csv",
     )
-    stage(project, "split", "--in", "data/processed/utts.csv", "--out", "data/processed/folds")
-    stage(project, "augment", "--in", "data/processed/utts.csv", "--out", "data/processed/speed")
-    stage(project, "pretrain", "--source", "data/raw/demo-source", "--out", "data/models/base")
+    stage(project, "split", "--in", "data/processed/utts.csv", "--out", FOLDS_DIR)
+    stage(project, "augment", "--in", "data/processed/utts.csv", "--out", SPEED_DIR)
+    stage(project, "pretrain", "--source", "data/raw/demo-source", "--out", BASE_DIR)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, monkeypatch_session) -> Path:
+    """A tiny corpus, base and split, made by the real stages, and one epoch of every method on fold 0."""
+    from asrflow.features import CACHE_ENV
+
+    project = tmp_path_factory.mktemp("methods")
+    (project / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
+    tiny_params(project, methods=ALL_METHODS)
+    monkeypatch_session.chdir(project)
+    monkeypatch_session.setenv(CACHE_ENV, str(project / "cache"))
+    stage_tiny_data(project)
     for fold in read_params(project)["folds"]["ids"]:
         stage(
             project,
@@ -285,42 +325,8 @@ def tiny_run(tmp_path_factory, monkeypatch_session) -> Path:
             f"data/processed/lm/fold{fold}",
         )
     for method in ALL_METHODS:
-        stage(
-            project,
-            "train",
-            "--fold",
-            "0",
-            "--method",
-            method,
-            "--folds",
-            "data/processed/folds",
-            "--speed",
-            "data/processed/speed",
-            "--base",
-            "data/models/base",
-            "--out",
-            f"models/{method}",
-            "--curve",
-            f"curves/{method}.csv",
-        )
-        stage(
-            project,
-            "evaluate",
-            "--fold",
-            "0",
-            "--method",
-            method,
-            "--folds",
-            "data/processed/folds",
-            "--model",
-            f"models/{method}",
-            "--out",
-            f"metrics/{method}",
-            "--publish",
-            f"published/{method}",
-            "--lm",
-            "data/processed/lm/fold0",
-        )
+        stage(project, *train_argv(method, f"models/{method}", f"curves/{method}.csv"))
+        stage(project, *evaluate_argv(method, f"models/{method}", f"metrics/{method}", f"published/{method}"))
     return project
 
 
@@ -330,3 +336,32 @@ def monkeypatch_session():
     patch = pytest.MonkeyPatch()
     yield patch
     patch.undo()
+
+
+# --- order: the longest files first (make test runs them on two workers, one file per worker at a time) -------------
+
+# The files that run whole pipelines, longest first (measured on a 2-core machine: each takes several minutes). With
+# `-n 2 --dist loadfile --no-loadscope-reorder` xdist hands out files in this order, so no long file starts last and
+# leaves one worker idle; every other file keeps its place after them.
+LONGEST_FILES = (
+    "test_reruns.py",
+    "test_e2e.py",
+    "test_learning_curve.py",
+    "test_stage_table.py",
+    "test_engines.py",
+    "test_projector.py",
+    "test_html_report.py",
+    "test_rounds.py",
+    "test_slurm.py",
+    "test_wheel.py",
+    "test_analysis.py",
+    "test_checkpoints.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
+
+    items.sort(key=rank)  # stable: tests keep their order within a file

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import BIN, engine_env
+from conftest import BIN, engine_env, train_argv
 from transformers import Wav2Vec2ForCTC
 
 pytestmark = pytest.mark.slow
@@ -23,31 +23,9 @@ def test_two_processes_stay_in_sync_and_save_a_loadable_model(tiny_run: Path, me
     params_file = tiny_run / f"params_ddp_{method}.yaml"
     params_file.write_text(yaml.safe_dump(params), encoding="utf-8")
     out, log = tiny_run / "ddp" / method, tiny_run / "ddp" / f"{method}.log"
+    extra = ["--params", str(params_file), "--threads", "2", "--log", str(log)]
     proc = subprocess.run(
-        [
-            str(BIN / "asrflow"),
-            "train",
-            "--fold",
-            "0",
-            "--method",
-            method,
-            "--folds",
-            "data/processed/folds",
-            "--speed",
-            "data/processed/speed",
-            "--base",
-            "data/models/base",
-            "--out",
-            str(out),
-            "--curve",
-            str(out) + ".csv",
-            "--params",
-            str(params_file),
-            "--threads",
-            "2",
-            "--log",
-            str(log),
-        ],
+        [str(BIN / "asrflow"), *train_argv(method, str(out), str(out) + ".csv", *extra)],
         cwd=tiny_run,
         env=engine_env(),
         capture_output=True,

@@ -8,14 +8,34 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 import torch
-from conftest import BIN, ROOT, copy_project, read_params, run, tiny_params, write_params
+from conftest import (
+    BIN,
+    ROOT,
+    copy_project,
+    evaluate_argv,
+    read_params,
+    run,
+    stage_tiny_data,
+    tiny_params,
+    train_argv,
+    write_params,
+)
 from safetensors.torch import load_file
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from asrflow import cli
 from asrflow.causal_lm import DecoderError, char_tokenizer, check_round_trip, encode
@@ -35,6 +55,29 @@ def tiny_decoder(params: dict) -> dict:
         hidden_size=64, beam_width=2, max_new_tokens_per_second=15, max_new_tokens_extra=4
     )
     return params
+
+
+def one_layer_lm(tokenizer: PreTrainedTokenizerBase, hidden_size: int = 32, **config: Any) -> dict[str, Any]:
+    """Keyword arguments of a one-layer causal LM config (LlamaConfig, Qwen2Config) over `tokenizer`'s vocabulary:
+    feed-forward twice the hidden size, two attention heads sharing one key/value head; `config` adds the rest."""
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        **config,
+    }
+
+
+def special_tokens(tokenizer: PreTrainedTokenizerBase) -> dict[str, int | None]:
+    """The bos, eos and pad token ids of `tokenizer`, as a causal LM config takes them."""
+    return {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
 
 
 # --- the tokenizer must write the corpus (fast) -----------------------------------------------------------------------
@@ -73,19 +116,7 @@ def test_the_projector_learns_which_sentence_the_audio_holds() -> None:
     sentence, by the same `generate` as evaluation: training and decoding lay out [bos, audio, prompt] alike."""
     torch.manual_seed(0)
     tokenizer = char_tokenizer("")
-    decoder = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    decoder = LlamaForCausalLM(LlamaConfig(**one_layer_lm(tokenizer, **special_tokens(tokenizer))))
     texts = ["ŋoma", "tabu ya", "ʃida"]
     sentences = [[tokenizer.bos_token_id, *encode(tokenizer, t), tokenizer.eos_token_id] for t in texts]
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=1e-2)
@@ -127,45 +158,11 @@ def stage(*args: str) -> None:
 
 
 def train(method: str, out: str, decoder: str = "data/models/decoder") -> None:
-    stage(
-        "train",
-        "--fold",
-        "0",
-        "--method",
-        method,
-        "--folds",
-        "data/processed/folds",
-        "--speed",
-        "data/processed/speed",
-        "--base",
-        "data/models/base",
-        "--decoder",
-        decoder,
-        "--out",
-        f"models/{out}",
-        "--curve",
-        f"curves/{out}.csv",
-    )
+    stage(*train_argv(method, f"models/{out}", f"curves/{out}.csv", "--decoder", decoder))
 
 
 def evaluate(method: str, out: str) -> None:
-    stage(
-        "evaluate",
-        "--fold",
-        "0",
-        "--method",
-        method,
-        "--folds",
-        "data/processed/folds",
-        "--model",
-        f"models/{out}",
-        "--out",
-        f"metrics/{out}",
-        "--publish",
-        f"published/{out}",
-        "--lm",
-        "data/processed/lm/fold0",
-    )
+    stage(*evaluate_argv(method, f"models/{out}", f"metrics/{out}", f"published/{out}"))
 
 
 @pytest.fixture(scope="module")
@@ -180,21 +177,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(project)
         patch.setenv(CACHE_ENV, str(project / "cache"))
-        stage("demo", "--target", "data/raw/demo", "--source", "data/raw/demo-source")
-        stage("import", "--out", "data/interim/corpus.csv", "--rejects", "data/interim/import_rejects.csv")
-        stage("resample", "--in", "data/interim/corpus.csv", "--out", "data/interim/resampled")
-        stage(
-            "normalize",
-            "--in",
-            "data/interim/resampled/manifest.csv",
-            "--out",
-            "data/processed/utts.csv",
-            "--rejects",
-            "data/processed/normalize_rejects.csv",
-        )
-        stage("split", "--in", "data/processed/utts.csv", "--out", "data/processed/folds")
-        stage("augment", "--in", "data/processed/utts.csv", "--out", "data/processed/speed")
-        stage("pretrain", "--source", "data/raw/demo-source", "--out", "data/models/base")
+        stage_tiny_data(project)
         stage("decoder", "--source", "data/raw/demo-source", "--out", "data/models/decoder")
         train("projector", "projector")
         evaluate("projector", "projector")
@@ -286,6 +269,25 @@ def test_asrflow_transcribe_takes_a_projector_model(in_project: Path) -> None:
     assert (in_project / f"transcribed/{recording.stem}.eaf").is_file()
 
 
+def local_decoder(
+    project: Path,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    local: Path,
+    out: str,
+    **projector: Any,
+) -> None:
+    """`model` and `tokenizer` saved in `local` and made the project's `model.decoder`, with `projector` updating
+    train.projector, then validated by the decoder stage into `out`."""
+    model.save_pretrained(local, safe_serialization=True)
+    tokenizer.save_pretrained(local)
+    params = read_params(project)
+    params["model"]["decoder"] = str(local)
+    params["train"]["projector"].update(projector)
+    write_params(project, params)
+    stage("decoder", "--source", "data/raw/demo-source", "--out", out)
+
+
 @pytest.mark.slow
 def test_a_local_decoder_directory_with_lora_runs_the_same_way(in_project: Path, tmp_path: Path) -> None:
     """`model.decoder: <dir>`: a random Qwen2 causal LM saved here, validated by the decoder stage (not copied), with
@@ -293,27 +295,11 @@ def test_a_local_decoder_directory_with_lora_runs_the_same_way(in_project: Path,
     local = tmp_path / "qwen"
     torch.manual_seed(0)
     tokenizer = char_tokenizer("")
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=1024,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+    config = Qwen2Config(**one_layer_lm(tokenizer, max_position_embeddings=1024, **special_tokens(tokenizer)))
+    lora = {"r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]}
+    local_decoder(
+        in_project, Qwen2ForCausalLM(config), tokenizer, local, "decoders/local", max_epochs=1, decoder_lora=lora
     )
-    Qwen2ForCausalLM(config).save_pretrained(local, safe_serialization=True)
-    tokenizer.save_pretrained(local)
-    params = read_params(in_project)
-    params["model"]["decoder"] = str(local)
-    params["train"]["projector"].update(
-        max_epochs=1, decoder_lora={"r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]}
-    )
-    write_params(in_project, params)
-    stage("decoder", "--source", "data/raw/demo-source", "--out", "decoders/local")
     assert read_json(in_project / "decoders/local/decoder.json")["path"] == str(local)
     assert not (in_project / "decoders/local/model.safetensors").exists()
     train("projector", "local", decoder="decoders/local")
@@ -328,20 +314,8 @@ def test_a_local_decoder_directory_with_lora_runs_the_same_way(in_project: Path,
 def test_training_refuses_a_decoder_whose_tokenizer_cannot_write_the_corpus(in_project: Path, tmp_path: Path) -> None:
     local = tmp_path / "ascii"
     tokenizer = ascii_tokenizer()
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-    )
-    Qwen2ForCausalLM(config).save_pretrained(local, safe_serialization=True)
-    tokenizer.save_pretrained(local)
-    params = read_params(in_project)
-    params["model"]["decoder"] = str(local)
-    write_params(in_project, params)
-    stage("decoder", "--source", "data/raw/demo-source", "--out", "decoders/ascii")
+    config = Qwen2Config(**one_layer_lm(tokenizer, hidden_size=16))
+    local_decoder(in_project, Qwen2ForCausalLM(config), tokenizer, local, "decoders/ascii")
     from asrflow import config
     from asrflow.methods import projector
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import read_params, stage, write_params
+from conftest import evaluate_argv, read_params, stage, train_argv, write_params
 from huggingface_hub import ModelCard
 from transformers import AutoProcessor, pipeline
 
@@ -39,42 +39,10 @@ def released(tiny_run: Path) -> Path:
     write_params(cv, {**params, "methods": CV_METHODS})
     for method in CV_METHODS:
         for fold in FOLDS:
-            stage(
-                cv,
-                "train",
-                "--fold",
-                str(fold),
-                "--method",
-                method,
-                "--folds",
-                "data/processed/folds",
-                "--speed",
-                "data/processed/speed",
-                "--base",
-                "data/models/base",
-                "--out",
-                f"cv/checkpoints/{method}/fold{fold}",
-                "--curve",
-                f"cv/curves/{method}-fold{fold}.csv",
-            )
-            stage(
-                cv,
-                "evaluate",
-                "--fold",
-                str(fold),
-                "--method",
-                method,
-                "--folds",
-                "data/processed/folds",
-                "--model",
-                f"cv/checkpoints/{method}/fold{fold}",
-                "--out",
-                f"cv/metrics/{method}/fold{fold}",
-                "--publish",
-                f"cv/models/{method}/fold{fold}",
-                "--lm",
-                f"data/processed/lm/fold{fold}",
-            )
+            checkpoint = f"cv/checkpoints/{method}/fold{fold}"
+            stage(cv, *train_argv(method, checkpoint, f"cv/curves/{method}-fold{fold}.csv", fold=fold))
+            metrics, published = f"cv/metrics/{method}/fold{fold}", f"cv/models/{method}/fold{fold}"
+            stage(cv, *evaluate_argv(method, checkpoint, metrics, published, fold=fold))
     stage(cv, "report", "--metrics", "cv/metrics", "--out", "cv/results")
     stage(
         cv,

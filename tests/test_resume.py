@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, engine_env
+from conftest import BIN, engine_env, train_argv
 
 pytestmark = pytest.mark.slow  # trains or runs the engines: `make test`, not `make test-fast`
 
@@ -29,30 +29,8 @@ def resume_params(tiny_run: Path) -> Path:
 
 
 def train_command(project: Path, params: Path, name: str) -> list[str]:
-    return [
-        str(BIN / "asrflow"),
-        "train",
-        "--fold",
-        "0",
-        "--method",
-        "full",
-        "--folds",
-        "data/processed/folds",
-        "--speed",
-        "data/processed/speed",
-        "--base",
-        "data/models/base",
-        "--out",
-        f"resume/{name}",
-        "--curve",
-        f"resume/{name}.csv",
-        "--params",
-        str(params),
-        "--threads",
-        "1",
-        "--log",
-        f"resume/{name}.log",
-    ]
+    extra = ["--params", str(params), "--threads", "1", "--log", f"resume/{name}.log"]
+    return [str(BIN / "asrflow"), *train_argv("full", f"resume/{name}", f"resume/{name}.csv", *extra)]
 
 
 def train(project: Path, params: Path, name: str) -> Path:

@@ -11,7 +11,7 @@ CURVE_FRACTIONS = (0.5, 1.0)  # the learning curve's, where params.yaml declares
 def shrink(params: dict[str, Any], k: int, methods: list[str] | None = None) -> dict[str, Any]:
     """`params` cut to seconds per job, in place: 5 target speakers × 4 utterances, 2 source languages × 2 speakers
     × 4 utterances, k folds, a one-layer 32-wide base trained one epoch, fine-tuning one epoch, one thread per job,
-    a learning curve of two fractions.
+    a learning curve of two fractions, the demo decoder where the projector is in the grid.
     `methods` defaults to the params' own list."""
     demo = params["corpus"]["demo"]
     demo.update(
@@ -40,4 +40,6 @@ def shrink(params: dict[str, Any], k: int, methods: list[str] | None = None) -> 
         params["learning_curve"]["fractions"] = list(CURVE_FRACTIONS)
     if methods is not None:
         params["methods"] = list(methods)
+    if "projector" in params["methods"] and params["model"].get("decoder") is None:
+        params["model"]["decoder"] = "demo"  # the projector needs a causal LM: the tiny one the decoder stage trains
     return params

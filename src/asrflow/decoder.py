@@ -25,7 +25,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from asrflow import config
 from asrflow.causal_lm import DESCRIPTION, char_tokenizer, describe, encode
 from asrflow.corpus.audiofolder import import_audiofolder
-from asrflow.io import atomic_path, write_json
+from asrflow.io import atomic_path, describe_local, write_json, write_json_folder
 from asrflow.loop import seed_everything
 from asrflow.model import compute_device
 from asrflow.transcripts import normalise
@@ -132,22 +132,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace) -> None:
     model_cfg = config.load_stage(args.params, "decoder")["model"]
     if model_cfg["decoder"] is None:  # no projector in the grid: train/evaluate jobs still depend on this folder
-        with atomic_path(args.out) as tmp:
-            tmp.mkdir()
-            write_json(tmp / DESCRIPTION, {"path": None, "configured": False})
+        write_json_folder(args.out, DESCRIPTION, {"path": None, "configured": False})
         log.info("decoder: none configured (model.decoder: null); only the projector method needs one")
         return
     if model_cfg["decoder"] == "demo":
         pretrain_demo(args.source, model_cfg["decoder_demo"], args.out)
         return
-    path = Path(model_cfg["decoder"]).resolve()
-    description = {"path": str(path), **describe(path)}
-    with atomic_path(args.out) as tmp:
-        tmp.mkdir()
-        write_json(tmp / DESCRIPTION, description)
+    description = describe_local(model_cfg["decoder"], describe, args.out, DESCRIPTION)
     log.info(
         "decoder: %s (%s, hidden size %d; validated, not copied)",
-        path,
+        description["path"],
         description["model_type"],
         description["hidden_size"],
     )

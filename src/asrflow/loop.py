@@ -20,9 +20,11 @@ import hashlib
 import logging
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,11 +37,11 @@ from asrflow.audio import TARGET_RATE
 from asrflow.batching import Clip, bucket_batches, pack
 from asrflow.checkpoint import Base
 from asrflow.errors import AsrflowError
-from asrflow.io import atomic_path
+from asrflow.io import atomic_path, write_json
 from asrflow.manifest import Utterance
 from asrflow.metrics import error_rates
 from asrflow.model import autocast, compute_device, model_device
-from asrflow.resume import Checkpoints, LoopState
+from asrflow.resume import Checkpoints, LoopState, fingerprint, resume_dir
 
 log = logging.getLogger(__name__)
 
@@ -392,3 +394,59 @@ def _finish_epoch(
         " (best)" if improved else "",
         speed,
     )
+
+
+# --- what one fold's training job leaves behind (asrflow.train, and the projector method's own train_fold) ----------
+
+RECORDED_SETTINGS = {"seed", "max_epochs", "patience", "batch_seconds", "warmup_steps", "grad_clip"}
+
+
+def fold_checkpoints(out_dir: Path, params: dict, inputs: list[Path]) -> Checkpoints:
+    """The resume state of the job that writes `out_dir`: taken up again only with the same params, number of
+    processes and `inputs` (their contents)."""
+    return Checkpoints(resume_dir(out_dir), fingerprint({**params, "processes": distributed.world_size()}, inputs))
+
+
+def training_info(
+    result: dict,
+    params: dict,
+    method: str,
+    fold_dir: Path,
+    base: Base,
+    parameters: tuple[int, int],
+    clips: tuple[list[Clip], list[tuple[Clip, str]]],
+    settings: LoopConfig,
+    more_settings: dict | None = None,
+    **extra: Any,
+) -> dict:
+    """What `training.json` records of one trained fold, alike for every method: `fit`'s result, the method, fold and
+    language, the (trainable, total) `parameters`, the (trained, dropped with their reasons) `clips`, the base, then a
+    method's own `extra` keys, the train settings that shaped the run (with `more_settings`) and the loop's."""
+    train_cfg = params["train"]
+    trained, dropped = clips
+    recorded = {k: v for k, v in train_cfg.items() if k in RECORDED_SETTINGS}
+    return {
+        **result,
+        "method": method,
+        "fold": int(fold_dir.name.removeprefix("fold")),
+        "language": params["corpus"]["language"],
+        "trainable_params": parameters[0],
+        "total_params": parameters[1],
+        "train_audio_seconds": round(sum(c.n_samples for c in trained) / TARGET_RATE, 2),
+        "dropped_utterances": [{"utt_id": c.utt_id, "reason": r} for c, r in dropped],
+        "base": base.name,
+        "base_model_type": base.model_type,
+        **extra,
+        "settings": recorded | {method: train_cfg[method], **(more_settings or {})},
+        "loop": dataclasses.asdict(settings),
+    }
+
+
+def save_trained(checkpoints: Checkpoints, out_dir: Path, info: dict) -> None:
+    """On the first process: the best checkpoint with `info` as its training.json becomes `out_dir` (atomically),
+    and the resume state is cleared."""
+    if distributed.is_main():
+        with atomic_path(out_dir) as tmp:
+            shutil.copytree(checkpoints.best, tmp)
+            write_json(tmp / "training.json", info)
+        checkpoints.clear()

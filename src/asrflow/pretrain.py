@@ -24,7 +24,7 @@ from asrflow.audio import load_mono
 from asrflow.batching import bucket_batches, load_clips
 from asrflow.checkpoint import DESCRIPTION, describe
 from asrflow.corpus.audiofolder import import_audiofolder
-from asrflow.io import atomic_path, write_json
+from asrflow.io import atomic_path, describe_local, write_json
 from asrflow.loop import LoopConfig, fit, seed_everything, split_alignable
 from asrflow.model import AudioTask, compute_device, default_feature_extractor, make_processor
 from asrflow.transcripts import normalise
@@ -124,14 +124,10 @@ def run_cli(args: argparse.Namespace) -> None:
     if model_cfg["base"] == "demo":
         pretrain_demo(args.source, model_cfg["demo"], args.out)
         return
-    path = Path(model_cfg["base"]).resolve()
-    description = {"path": str(path), **describe(path)}
-    with atomic_path(args.out) as tmp:
-        tmp.mkdir()
-        write_json(tmp / DESCRIPTION, description)
+    description = describe_local(model_cfg["base"], describe, args.out, DESCRIPTION)
     log.info(
         "base model: %s (%s, %d layers of %d; validated and described, not copied)",
-        path,
+        description["path"],
         description["model_type"],
         description["num_hidden_layers"],
         description["hidden_size"],

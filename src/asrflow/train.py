@@ -8,9 +8,7 @@ step fits the GPU's memory (asrflow.memory), so a job that cannot fit fails in s
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,16 +16,23 @@ from pathlib import Path
 import torch
 
 from asrflow import config, distributed, methods
-from asrflow.audio import TARGET_RATE
 from asrflow.batching import load_clips
 from asrflow.checkpoint import DESCRIPTION, open_base
-from asrflow.io import atomic_path, read_json, write_json
-from asrflow.loop import fit, loop_config, prepare_model, split_alignable, training_set
+from asrflow.io import atomic_path, read_json
+from asrflow.loop import (
+    fit,
+    fold_checkpoints,
+    loop_config,
+    prepare_model,
+    save_trained,
+    split_alignable,
+    training_info,
+    training_set,
+)
 from asrflow.manifest import read_manifest, total_seconds
 from asrflow.memory import check_device_fits
 from asrflow.methods import projector
 from asrflow.model import make_processor
-from asrflow.resume import Checkpoints, fingerprint, resume_dir
 from asrflow.vocab import encode_labels
 
 log = logging.getLogger(__name__)
@@ -79,49 +84,29 @@ def train_fold(
         speed_manifest,
         base_dir / DESCRIPTION,
     ]
-    checkpoints = Checkpoints(
-        resume_dir(out_dir), fingerprint({**params, "processes": distributed.world_size()}, inputs)
-    )
+    checkpoints = fold_checkpoints(out_dir, params, inputs)
 
     def save_best(trained: torch.nn.Module) -> None:
         with atomic_path(checkpoints.best) as tmp:
             method.save(trained, tmp, language)
             processor.save_pretrained(tmp)
 
+    settings = loop_config(train_cfg, method_name)
     result = fit(
         method.task(model, processor, train_cfg[method_name], base),
         train_clips,
         dev_clips,
-        loop_config(train_cfg, method_name),
+        settings,
         save_best,
         curve_path,
         f"{method_name}/{fold_dir.name}",
         checkpoints,
     )
-    info = {
-        **result,
-        "method": method_name,
-        "fold": int(fold_dir.name.removeprefix("fold")),
-        "language": language,
-        "trainable_params": trainable,
-        "total_params": total,
-        "train_audio_seconds": round(sum(c.n_samples for c in train_clips) / TARGET_RATE, 2),
-        "dropped_utterances": [{"utt_id": c.utt_id, "reason": r} for c, r in dropped],
-        "base": base.name,
-        "base_model_type": base.model_type,
-        "settings": {
-            k: v
-            for k, v in train_cfg.items()
-            if k in {"seed", "max_epochs", "patience", "batch_seconds", "warmup_steps", "grad_clip"}
-        }
-        | {method_name: train_cfg[method_name], "augment": augment_cfg},
-        "loop": dataclasses.asdict(loop_config(train_cfg, method_name)),
-    }
-    if distributed.is_main():
-        with atomic_path(out_dir) as tmp:
-            shutil.copytree(checkpoints.best, tmp)
-            write_json(tmp / "training.json", info)
-        checkpoints.clear()
+    parameters, clips = (trainable, total), (train_clips, dropped)
+    info = training_info(
+        result, params, method_name, fold_dir, base, parameters, clips, settings, {"augment": augment_cfg}
+    )
+    save_trained(checkpoints, out_dir, info)
     return info
 
 

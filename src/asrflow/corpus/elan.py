@@ -28,7 +28,7 @@ from asrflow.corpus.tiers import (
     AUDIO_SUFFIXES,
     TierChoice,
     audio_beside,
-    left_out,
+    keep_annotation,
     read_speakers,
     select_tiers,
     tier_choice,
@@ -36,6 +36,10 @@ from asrflow.corpus.tiers import (
 from asrflow.manifest import ManifestError, Rejects, Utterance
 
 OPTION = "corpus.elan"
+NO_RECORDING = (
+    "no recording: the eaf links no audio file inside the corpus folder and there is no "
+    f"audio file named like it ({', '.join(AUDIO_SUFFIXES)})"
+)
 
 
 def read_eaf(path: Path) -> Eaf:
@@ -94,15 +98,7 @@ def tier_entries(
         )
         if not aligned:
             rejects.bad(entry, "annotation is not time-aligned")
-        elif left_out(entry, doubtful, OPTION, rejects):
-            continue
-        elif not audio:
-            rejects.bad(
-                entry,
-                "no recording: the eaf links no audio file inside the corpus folder and there is no "
-                f"audio file named like it ({', '.join(AUDIO_SUFFIXES)})",
-            )
-        else:
+        elif keep_annotation(entry, doubtful, OPTION, rejects, NO_RECORDING):
             rows.append(entry)
     return rows
 

@@ -25,7 +25,7 @@ from asrflow.corpus.tiers import (
     AUDIO_SUFFIXES,
     TierChoice,
     audio_beside,
-    left_out,
+    keep_annotation,
     read_speakers,
     select_tiers,
     tier_choice,
@@ -34,6 +34,7 @@ from asrflow.manifest import ManifestError, Rejects, Utterance
 
 OPTION = "corpus.textgrid"
 SUFFIX = ".textgrid"  # Praat writes .TextGrid; matched without regard to case
+NO_RECORDING = f"no recording: no audio file named like the TextGrid ({', '.join(AUDIO_SUFFIXES)})"
 
 
 def read_textgrid(path: Path) -> textgrid.Textgrid:
@@ -72,11 +73,7 @@ def tier_entries(
             start=start,
             end=end,
         )
-        if left_out(entry, doubtful, OPTION, rejects):
-            continue
-        if not audio:
-            rejects.bad(entry, f"no recording: no audio file named like the TextGrid ({', '.join(AUDIO_SUFFIXES)})")
-        else:
+        if keep_annotation(entry, doubtful, OPTION, rejects, NO_RECORDING):
             rows.append(entry)
     return rows
 

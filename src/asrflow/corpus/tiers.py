@@ -137,3 +137,14 @@ def left_out(entry: Entry, doubtful: str, option: str, rejects: Rejects) -> bool
         rejects.drop(entry, f"doubtful: the annotation contains the marker {doubtful!r} ({option}.doubtful)")
         return True
     return False
+
+
+def keep_annotation(entry: Entry, doubtful: str, option: str, rejects: Rejects, no_recording: str) -> bool:
+    """Whether the time-aligned annotation `entry` is an utterance: not left out on purpose (left_out) and with a
+    recording; one without a recording is listed in `rejects` as bad, `no_recording` saying why."""
+    if left_out(entry, doubtful, option, rejects):
+        return False
+    if not entry.audio:
+        rejects.bad(entry, no_recording)
+        return False
+    return True

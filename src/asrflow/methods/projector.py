@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ from transformers import AutoFeatureExtractor, AutoModel, PreTrainedTokenizerBas
 from transformers.activations import ACT2FN
 
 # The module, not its names: asrflow.loop imports the method registry, which imports this module.
-from asrflow import distributed, loop
+from asrflow import loop
 from asrflow.audio import TARGET_RATE
 from asrflow.batching import Clip, InputSpec, load_clips, model_inputs
 from asrflow.causal_lm import (
@@ -59,7 +58,6 @@ from asrflow.manifest import Utterance, read_manifest
 from asrflow.methods.base import require_safetensors
 from asrflow.methods.frozen import frozen_part, stable_layer_norm
 from asrflow.model import compute_device, model_device
-from asrflow.resume import Checkpoints, fingerprint, resume_dir
 
 log = logging.getLogger(__name__)
 
@@ -391,7 +389,6 @@ def train_fold(
 ) -> dict:
     """The train stage for this method (asrflow.train hands it over): same loop, same outputs."""
     train_cfg, cfg = params["train"], params["train"][NAME]
-    language = params["corpus"]["language"]
     base = open_base(base_dir)
     decoder_path = decoder_directory(decoder_dir)
     tokenizer = load_tokenizer(decoder_path)
@@ -418,9 +415,7 @@ def train_fold(
     )
     inputs = [fold_dir / "train.csv", fold_dir / "dev.csv", speed_manifest, base_dir / DESCRIPTION]
     inputs.append(decoder_dir / DECODER_DESCRIPTION)
-    checkpoints = Checkpoints(
-        resume_dir(out_dir), fingerprint({**params, "processes": distributed.world_size()}, inputs)
-    )
+    checkpoints = loop.fold_checkpoints(out_dir, params, inputs)
 
     def save_best(trained: ProjectorModel) -> None:
         with atomic_path(checkpoints.best) as tmp:
@@ -437,34 +432,22 @@ def train_fold(
         f"{NAME}/{fold_dir.name}",
         checkpoints,
     )
-    info = {
-        **result,
-        "method": NAME,
-        "fold": int(fold_dir.name.removeprefix("fold")),
-        "language": language,
-        "trainable_params": trainable,
-        "total_params": total,
-        "train_audio_seconds": round(sum(c.n_samples for c in train_clips) / TARGET_RATE, 2),
-        "dropped_utterances": [],
-        "base": base.name,
-        "base_model_type": base.model_type,
-        "decoder": str(decoder_path),
-        "decoder_model_type": model.decoder.config.model_type,
-        "architecture": f"frozen {base.model_type} encoder + MLP projector + frozen "
-        f"{model.decoder.config.model_type} causal LM decoder (beam search)",
-        "settings": {
-            k: v
-            for k, v in train_cfg.items()
-            if k in {"seed", "max_epochs", "patience", "batch_seconds", "warmup_steps", "grad_clip"}
-        }
-        | {NAME: cfg},
-        "loop": dataclasses.asdict(settings),
-    }
-    if distributed.is_main():
-        with atomic_path(out_dir) as tmp:
-            shutil.copytree(checkpoints.best, tmp)
-            write_json(tmp / "training.json", info)
-        checkpoints.clear()
+    decoder_type = model.decoder.config.model_type
+    info = loop.training_info(
+        result,
+        params,
+        NAME,
+        fold_dir,
+        base,
+        (trainable, total),
+        (train_clips, []),
+        settings,
+        decoder=str(decoder_path),
+        decoder_model_type=decoder_type,
+        architecture=f"frozen {base.model_type} encoder + MLP projector + frozen {decoder_type} causal LM decoder "
+        "(beam search)",
+    )
+    loop.save_trained(checkpoints, out_dir, info)
     return info
 
 
