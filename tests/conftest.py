@@ -304,17 +304,49 @@ def stage_tiny_data(project: Path) -> None:
     stage(project, "pretrain", "--source", "data/raw/demo-source", "--out", BASE_DIR)
 
 
+# What the data stages and the base's pre-training read (dvc.yaml's params of demo … pretrain): projects that agree on
+# these make the same data/, so they may share one made once.
+DATA_PARAMS = ("corpus", "audio", "text", "folds", "augment")
+BASE_PARAMS = ("base", "demo")  # of `model`
+
+
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, monkeypatch_session) -> Path:
-    """A tiny corpus, base and split, made by the real stages, and one epoch of every method on fold 0."""
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny project's corpus, data stages and base model (stage_tiny_data), made once per worker by the real stages:
+    tiny_run and the projector's tests each copy its data/ (copy_tiny_data) rather than make the same again."""
+    from asrflow.features import CACHE_ENV
+
+    project = tmp_path_factory.mktemp("tiny-data")
+    (project / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
+    tiny_params(project, methods=ALL_METHODS)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(project)
+        patch.setenv(CACHE_ENV, str(project / "cache"))
+        stage_tiny_data(project)
+    return project
+
+
+def copy_tiny_data(tiny_data: Path, project: Path) -> None:
+    """tiny_data's data/ into `project`, whose params.yaml must make the same data: checked, section by section."""
+    ours, made = read_params(project), read_params(tiny_data)
+    for section in DATA_PARAMS:
+        assert ours[section] == made[section], f"{section}: not the params tiny_data was made with"
+    for section in BASE_PARAMS:
+        assert ours["model"][section] == made["model"][section], f"model.{section}: not tiny_data's"
+    shutil.copytree(tiny_data / "data", project / "data", symlinks=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, monkeypatch_session, tiny_data: Path) -> Path:
+    """A tiny corpus, base and split, made by the real stages (tiny_data's), and one epoch of every method on fold 0."""
     from asrflow.features import CACHE_ENV
 
     project = tmp_path_factory.mktemp("methods")
     (project / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
     tiny_params(project, methods=ALL_METHODS)
+    copy_tiny_data(tiny_data, project)
     monkeypatch_session.chdir(project)
     monkeypatch_session.setenv(CACHE_ENV, str(project / "cache"))
-    stage_tiny_data(project)
     for fold in read_params(project)["folds"]["ids"]:
         stage(
             project,
@@ -347,7 +379,6 @@ LONGEST_FILES = (
     "test_reruns.py",
     "test_e2e.py",
     "test_learning_curve.py",
-    "test_stage_table.py",
     "test_engines.py",
     "test_projector.py",
     "test_html_report.py",
@@ -356,6 +387,7 @@ LONGEST_FILES = (
     "test_wheel.py",
     "test_analysis.py",
     "test_checkpoints.py",
+    "test_stage_table.py",
 )
 
 

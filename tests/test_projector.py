@@ -17,10 +17,10 @@ from conftest import (
     BIN,
     ROOT,
     copy_project,
+    copy_tiny_data,
     evaluate_argv,
     read_params,
     run,
-    stage_tiny_data,
     tiny_params,
     train_argv,
     write_params,
@@ -166,18 +166,19 @@ def evaluate(method: str, out: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Corpus, data stages, base and demo decoder of the tiny configuration, made by the real stages."""
+def prepared(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
+    """Corpus, data stages and base of the tiny configuration (conftest.tiny_data's, made once per worker by the real
+    stages: the projector's params differ from it in methods, decoder and training only) and the demo decoder."""
     project = tmp_path_factory.mktemp("projector")
     (project / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
     params = tiny_decoder(tiny_params(project, methods=["frozen", "projector"]))
     params["train"]["projector"].update(max_epochs=3, patience=3)
     params["decode"]["beam"] = False
     write_params(project, params)
+    copy_tiny_data(tiny_data, project)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(project)
         patch.setenv(CACHE_ENV, str(project / "cache"))
-        stage_tiny_data(project)
         stage("decoder", "--source", "data/raw/demo-source", "--out", "data/models/decoder")
         train("projector", "projector")
         evaluate("projector", "projector")

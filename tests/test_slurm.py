@@ -55,9 +55,9 @@ def sbatch_options(job: dict[str, Any]) -> str:
     return get_submit_command(submitted, params) + set_gres_string(submitted)
 
 
-def train_jobs(project: Path, attempt: int) -> dict[str, dict[str, Any]]:
-    """fold → the train job of that fold, with its resources on try number `attempt`."""
-    return {job["wildcards"]["fold"]: job for job in snakemake_jobs(project, attempt=attempt) if job["rule"] == "train"}
+def train_jobs(jobs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """fold → the train job of that fold, among `jobs` (a conftest.snakemake_jobs listing)."""
+    return {job["wildcards"]["fold"]: job for job in jobs if job["rule"] == "train"}
 
 
 @pytest.mark.slow
@@ -66,7 +66,8 @@ def test_training_asks_for_its_gpus_and_every_retry_for_more_memory(tmp_path: Pa
     params = tiny_params(project, methods=METHODS, k=K)
     params["resources"].update(gpus_per_process=2, gpu_model="a100")
     write_params(project, params)
-    first, retry = train_jobs(project, attempt=1), train_jobs(project, attempt=2)
+    jobs = snakemake_jobs(project, attempt=1)  # every job of the first submission: read once, checked twice below
+    first, retry = train_jobs(jobs), train_jobs(snakemake_jobs(project, attempt=2))
     assert sorted(first) == sorted(retry) == [str(fold) for fold in range(K)]
     for fold, job in first.items():
         memory = job["resources"]["mem_mb"]
@@ -77,7 +78,7 @@ def test_training_asks_for_its_gpus_and_every_retry_for_more_memory(tmp_path: Pa
     # Every job that runs the model asks for a GPU (the release refits one; evaluation and the base's pretraining or
     # description run one; the learning curve trains and evaluates; the decoder stage pre-trains the projector's
     # causal LM); the data and report jobs do not.
-    asking = {job["rule"] for job in snakemake_jobs(project) if "--gpus=a100:" in sbatch_options(job)}
+    asking = {job["rule"] for job in jobs if "--gpus=a100:" in sbatch_options(job)}
     assert asking == {"pretrain", "decoder", "plan", "train", "evaluate", "release", "curve_train", "curve_evaluate"}
     params["resources"].update(gpus_per_process=0, gpu_model=None)
     write_params(project, params)
