@@ -41,7 +41,7 @@ from asrflow.train import train_fold
 from asrflow.vocab import build_vocab
 
 AUDIO = {"sample_rate": 16000, "min_seconds": 0.3, "max_seconds": 20.0, "on_bad_audio": "skip", "too_long": "reject"}
-TEXT = {"unicode": "NFC", "lowercase": True, "remove": ",.?!"}
+TEXT = config.defaults("text") | {"unicode": "NFC", "lowercase": True, "remove": ",.?!"}
 
 
 def import_rows(root: Path, rows: list[Row], on_bad: str, fmt: str = "audiofolder") -> tuple[list[Utterance], list]:
@@ -180,9 +180,9 @@ def test_split_cuts_a_long_clip_at_its_pauses_into_its_transcript_lines(tmp_path
     kept, rejected = long_clip(tmp_path, "first phrase\nsecond phrase\nthird phrase", "split")
     assert not rejected
     pieces = {u.utt_id: u for u in kept}
-    assert [pieces[f"story_{i}"].text for i in (1, 2, 3)] == ["first phrase", "second phrase", "third phrase"]
-    assert [round(pieces[f"story_{i}"].duration, 1) for i in (1, 2, 3)] == [4.2, 3.3, 4.7]  # phrase + pauses
-    assert pieces["story_2"].origin == "metadata.csv:2 line 2"
+    assert [pieces[f"story~{i}"].text for i in (1, 2, 3)] == ["first phrase", "second phrase", "third phrase"]
+    assert [round(pieces[f"story~{i}"].duration, 1) for i in (1, 2, 3)] == [4.2, 3.3, 4.7]  # phrase + pauses
+    assert pieces["story~2"].origin == "metadata.csv:2 line 2"
     assert sum(u.duration for u in kept if u.utt_id.startswith("story")) == pytest.approx(12.2, abs=0.01)
 
 
@@ -210,7 +210,7 @@ IMPORT_CASES = {
     "empty speaker": (Row("b", " ", "ba"), "empty speaker"),
     "duplicate id": (
         Row("a", "s2", "ba", path="wav/a.wav"),
-        "duplicate utterance id 'wav_a' \\(first at metadata.csv:2\\)",
+        "duplicate: the same audio \\(wav/a.wav\\) as metadata.csv:2",
     ),
 }
 

@@ -59,7 +59,11 @@ def commonvoice(root: Path, rows: list[Row]) -> tuple[dict, int, list[str]]:
     return (
         WRITERS["commonvoice"](root, rows + bad),
         len(rows) + 3,
-        ["audio file clips/lost.mp3 not found", "empty transcript", f"duplicate utterance id '{rows[3].utt}'"],
+        [
+            "audio file clips/lost.mp3 not found",
+            "empty transcript",
+            f"duplicate: the same audio (clips/{rows[3].utt}.mp3)",
+        ],
     )
 
 
@@ -70,7 +74,7 @@ def kaldi(root: Path, rows: list[Row]) -> tuple[dict, int, list[str]]:
     return (
         settings,
         len(rows) + 3,
-        ["empty transcript", "no line in segments", f"duplicate utterance id '{rows[1].utt}'"],
+        ["empty transcript", "no line in segments", "duplicate: the same audio ("],
     )
 
 
@@ -132,6 +136,8 @@ def run_pipeline(project: Path, params: Path) -> None:
         "data_report",
         "--in",
         f"{data}/utterances.csv",
+        "--imported",
+        f"{data}/corpus.csv",
         "--folds",
         f"{data}/folds",
         "--rejects",

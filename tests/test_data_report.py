@@ -31,7 +31,7 @@ def report(tmp_path: Path) -> tuple[pd.DataFrame, str]:
             "fold1": {"speakers": {"train": ["s1"], "dev": ["s2"], "test": ["s3", "s4"]}},
         },
     )
-    data_report(UTTERANCES, tmp_path / "folds", 2, REJECTED, tmp_path / "results")
+    data_report(UTTERANCES, tmp_path / "folds", 2, REJECTED, tmp_path / "results", imported=UTTERANCES)
     table = pd.read_csv(tmp_path / "results/data_report.csv", keep_default_na=False, dtype=str)
     return table, (tmp_path / "results/data_report.md").read_text(encoding="utf-8")
 

@@ -5,6 +5,7 @@ with duplicates across them refused naming both; and the import's deps on every 
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -245,24 +246,37 @@ def test_several_sources_make_one_manifest_with_the_same_speakers(tmp_path: Path
 
 def test_a_duplicate_across_sources_is_refused_naming_both(tmp_path: Path, rows: list[Row]) -> None:
     main = write(tmp_path, "corpus", WRITERS["audiofolder"], rows[:3])
-    again = write(tmp_path, "again", WRITERS["audiofolder"], rows[:1])  # same path, so the same utterance id
+    again = write(tmp_path, "again", WRITERS["audiofolder"], rows[:1])  # the same name and the same audio
     copy = tmp_path / "copy"
     WRITERS["audiofolder"](copy, [Row("other", "amina", "x", rows[1].samples)])  # another name, the same audio
     sources = [again, {"format": "audiofolder", "path": str(copy)}]
     utts, rejects = imported({**main, "sources": sources}, tmp_path, "skip")
     assert [u.utt_id for u in utts] == ["wav_u0", "wav_u1", "wav_u2"]
-    by_id, by_span = rejects.items
-    assert by_id.reason == (
-        f"duplicate utterance id 'wav_u0': imported from {main['path']} (audiofolder) (metadata.csv:2) and again from "
+    same_name, other_name = rejects.items
+    assert same_name.reason == (
+        f"duplicate recording span: imported from {main['path']} (audiofolder) (metadata.csv:2) and again from "
         f"{again['path']} (audiofolder) (metadata.csv:2); keep it in one source"
     )
-    assert by_span.reason.startswith(f"duplicate recording span: imported from {main['path']} (audiofolder) ")
-    assert f"again from {copy} (audiofolder)" in by_span.reason
-    with pytest.raises(BadItemError, match=r"duplicate utterance id 'wav_u0': imported from .*corpus .* and again"):
+    assert other_name.reason.startswith(f"duplicate recording span: imported from {main['path']} (audiofolder) ")
+    assert f"again from {copy} (audiofolder)" in other_name.reason
+    with pytest.raises(BadItemError, match=r"duplicate recording span: imported from .*corpus .* and again"):
         imported({**main, "sources": sources}, tmp_path, "error")
     # Within one source, identical recordings are no duplicate of another source: both kept.
     twins = write(tmp_path, "twins", WRITERS["audiofolder"], [rows[0], Row("twin", "amina", "ta", rows[0].samples)])
     assert len(imported(twins, tmp_path)[0]) == 2
+
+
+def test_the_same_name_for_other_audio_in_two_sources_keeps_both_apart(tmp_path: Path, rows: list[Row]) -> None:
+    """Two documentation rounds laid out alike (round1/wav/u0.wav, round2/wav/u0.wav): two recordings, both kept,
+    each with an id of its own that says where it came from."""
+    main = write(tmp_path, "round1", WRITERS["audiofolder"], rows[:2])
+    later = write(tmp_path, "round2", WRITERS["audiofolder"], [Row("u0", "amina", "pa", rows[2].samples)])
+    utts, rejects = imported({**main, "sources": [later]}, tmp_path, "error")
+    assert not rejects.items and len(utts) == 3
+    ids = [u.utt_id for u in utts]
+    assert len(set(ids)) == 3 and ids[1] == "wav_u1", "a name no other utterance shares keeps its readable id"
+    assert all(re.fullmatch(r"wav_u0~[0-9a-f]{10}", i) for i in (ids[0], ids[2])), ids
+    assert ids == [u.utt_id for u in imported({**main, "sources": [later]}, tmp_path, "error")[0]], "stable"
 
 
 def test_every_source_folder_is_a_dep_of_the_import_in_both_engines(tmp_path: Path) -> None:

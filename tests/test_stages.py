@@ -19,7 +19,7 @@ from asrflow.resample import resample
 from asrflow.split import FoldError, split, write_folds
 from asrflow.transcripts import normalise
 
-TEXT = {"unicode": "NFC", "lowercase": True, "remove": ",.?[]^-\\"}
+TEXT = config.defaults("text") | {"unicode": "NFC", "lowercase": True, "remove": ",.?[]^-\\"}
 AUDIO = {"sample_rate": 16000, "min_seconds": 0.3, "max_seconds": 20.0, "on_bad_audio": "error", "too_long": "reject"}
 
 
@@ -39,7 +39,7 @@ def test_params_file_is_valid() -> None:
 def test_unknown_key_is_named_with_allowed_keys() -> None:
     params = config.load_all("params.yaml")
     params["text"]["lowercse"] = True
-    allowed = r"allowed keys here: graphemes, lowercase, remove"
+    allowed = r"allowed keys here: graphemes, keep_format_characters, lowercase, remove"
     with pytest.raises(config.ParamsError, match=rf"unknown key text\.lowercse; {allowed}"):
         config.validate(params)
 

@@ -4,7 +4,7 @@ tokenizer, and the check that this tokenizer can write the corpus.
 The `decoder` stage's folder (data/models/decoder) holds `decoder.json` (what was built or validated) and, for
 `model.decoder: demo`, the tiny model itself; for a local directory it names that directory (`path`), as the
 pretrain stage does for a local speech base: no copy of a multi-GB model is made. Everything loads with
-AutoModelForCausalLM / AutoTokenizer from safetensors, never with remote code.
+AutoModelForCausalLM / AutoTokenizer from safetensors, never with remote code (asrflow.checkpoint.check_model_folder).
 
 The demo's tokenizer is character-level (tokenizers' WordLevel model over single characters, wrapped in
 PreTrainedTokenizerFast so that AutoTokenizer loads it): its inventory is the source corpus' characters plus the
@@ -28,11 +28,12 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-from asrflow.checkpoint import files_sha256
+from asrflow.checkpoint import check_model_folder, files_sha256
 from asrflow.errors import AsrflowError
 from asrflow.io import read_json
 
 DESCRIPTION = "decoder.json"
+DECODER_KEY = "model.decoder"  # where the folder is given, as messages name it
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 # Unicode blocks every demo tokenizer covers: printable ASCII, Latin-1 to Latin Extended-B, IPA extensions, spacing
 # modifier letters (ː ˈ ʲ), combining diacritics (◌̃ ◌͡◌), Greek (θ β χ), phonetic extensions, general punctuation (‿).
@@ -95,10 +96,9 @@ def describe(path: Path) -> dict:
             f"model.decoder: {path} has no config.json; give 'demo' or a local directory holding a Hugging Face "
             f"causal language model (AutoModelForCausalLM, safetensors; downloaded beforehand: nothing is fetched)"
         )
+    check_model_folder(path, DECODER_KEY)
     weights = sorted(path.glob("*.safetensors"))
-    if not weights:
-        raise DecoderError(f"model.decoder: {path} has no *.safetensors weights; asrflow never unpickles *.bin files")
-    config = AutoConfig.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
         raise DecoderError(
             f"model.decoder: {path} is model_type {config.model_type!r}, which AutoModelForCausalLM does not load; "
@@ -116,14 +116,16 @@ def describe(path: Path) -> dict:
 
 
 def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    check_model_folder(path, DECODER_KEY)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     if tokenizer.eos_token_id is None:
         raise DecoderError(f"{path}: its tokenizer has no eos token; the decoder could never end a transcript")
     return tokenizer
 
 
 def load_decoder(path: Path) -> PreTrainedModel:
-    return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
+    check_model_folder(path, DECODER_KEY)
+    return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:

@@ -24,8 +24,10 @@ from pathlib import Path
 import torch
 import transformers
 from safetensors import safe_open
-from transformers import AutoConfig, AutoFeatureExtractor, Wav2Vec2FeatureExtractor
+from transformers import CONFIG_MAPPING, AutoConfig, AutoFeatureExtractor, Wav2Vec2FeatureExtractor
 from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING
+from transformers.tokenization_utils_base import TOKENIZER_CONFIG_FILE
+from transformers.utils import CONFIG_NAME, FEATURE_EXTRACTOR_NAME, PROCESSOR_NAME
 
 from asrflow.errors import AsrflowError
 from asrflow.io import read_json
@@ -41,10 +43,56 @@ HEAD_PREFIX = "lm_head."
 # Where a folder keeps its feature extractor's settings: its own file, or (transformers 5's processor.save_pretrained)
 # nested in the processor's.
 FEATURE_EXTRACTOR_FILES = ("preprocessor_config.json", "processor_config.json")
+# Weights in these formats are pickles, whose loading can run code: transformers and torch still read them.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+# The files transformers' Auto classes read an `auto_map` from: classes to import from the folder's own Python files.
+AUTO_MAP_FILES = (CONFIG_NAME, TOKENIZER_CONFIG_FILE, FEATURE_EXTRACTOR_NAME, PROCESSOR_NAME)
 
 
 class BaseError(AsrflowError):
     """model.base is not a checkpoint asrflow can use; the message names the folder and the fix."""
+
+
+class ModelFolderError(AsrflowError):
+    """A model folder that loading could make run code of its own; the message names the folder and the fix."""
+
+
+def refuse_own_code(path: Path, what: str) -> None:
+    """Refuse the model folder `path` (`what`: where it was given, e.g. model.base, --model) if only its own code
+    could load it: an `auto_map`, or a config.json model_type transformers does not know. Checked before transformers
+    reads the folder: every call passes trust_remote_code=False, so it would never run that code either, but its
+    refusal would be a traceback."""
+    settings = {name: read_json(path / name) for name in AUTO_MAP_FILES if (path / name).is_file()}
+    mapped = [name for name, values in settings.items() if "auto_map" in values]
+    if mapped:
+        raise ModelFolderError(
+            f"{what}: {path / mapped[0]} has an auto_map (model classes from the folder's own Python files); asrflow "
+            f"never runs a model's own code: give a model transformers {transformers.__version__} loads with its "
+            f"own classes"
+        )
+    model_type = settings.get(CONFIG_NAME, {}).get("model_type")
+    if CONFIG_NAME in settings and model_type not in CONFIG_MAPPING:
+        raise ModelFolderError(
+            f"{what}: {path / CONFIG_NAME} has model_type {model_type!r}, which transformers "
+            f"{transformers.__version__} does not know (only the folder's own code could load it); asrflow never runs "
+            f"a model's own code: give a model of a type transformers knows, or a transformers version that knows it"
+        )
+
+
+def check_model_folder(path: Path, what: str) -> None:
+    """Refuse a model folder that loading could make run code of its own (see refuse_own_code), or whose weights
+    are not safetensors (pickle runs code as it loads; transformers still falls back to it)."""
+    refuse_own_code(path, what)
+    if not any(path.glob("*.safetensors")):
+        raise ModelFolderError(f"{what}: {path} has no *.safetensors weights{pickle_hint(path)}")
+
+
+def pickle_hint(path: Path) -> str:
+    """Said of a folder without the safetensors weights asked for: the pickled weights it holds instead, if any."""
+    found = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if not found:
+        return ""
+    return f" (it holds {found[:3]}: pickled weights, which asrflow never loads; convert them to safetensors)"
 
 
 def weight_files(path: Path) -> list[Path]:
@@ -59,13 +107,7 @@ def weight_files(path: Path) -> list[Path]:
         return [path / s for s in shards]
     if (path / SINGLE_FILE).is_file():
         return [path / SINGLE_FILE]
-    found = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
-    hint = (
-        f" (it holds {found[:3]}: pickled weights, which asrflow never loads; convert them to safetensors)"
-        if found
-        else ""
-    )
-    raise BaseError(f"model.base: {path} has no {SINGLE_FILE} and no {INDEX_FILE}{hint}")
+    raise BaseError(f"model.base: {path} has no {SINGLE_FILE} and no {INDEX_FILE}{pickle_hint(path)}")
 
 
 def read_tensors(files: list[Path], wanted: set[str]) -> dict[str, torch.Tensor]:
@@ -113,8 +155,9 @@ def describe(path: Path) -> dict:
             f"model.base: {path} is model_type {raw.get('model_type')!r}; asrflow trains CTC heads on "
             f"{', '.join(FAMILIES)} encoders"
         )
+    refuse_own_code(path, "model.base")
     files = weight_files(path)
-    config = AutoConfig.from_pretrained(path)  # a local folder: never fetched, never remote code
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False)  # a local folder: never fetched
     vocab = read_json(path / "vocab.json") if (path / "vocab.json").is_file() else None
     nested = isinstance(vocab, dict) and bool(vocab) and all(isinstance(v, dict) for v in vocab.values())
     return {
@@ -145,7 +188,7 @@ class Base:
 
     @functools.cached_property
     def config(self) -> transformers.PretrainedConfig:
-        return AutoConfig.from_pretrained(self.directory)
+        return AutoConfig.from_pretrained(self.directory, trust_remote_code=False)
 
     @property
     def model_type(self) -> str:
@@ -165,7 +208,7 @@ class Base:
         """The base's own feature extractor (normalisation, attention-mask use, log-mel settings); a checkpoint
         without preprocessor_config.json gets the wav2vec2 default its layout implies."""
         if any((self.directory / name).is_file() for name in FEATURE_EXTRACTOR_FILES):
-            return AutoFeatureExtractor.from_pretrained(self.directory)
+            return AutoFeatureExtractor.from_pretrained(self.directory, trust_remote_code=False)
         if not self.has_conv_encoder:
             raise BaseError(
                 f"model.base: {self.directory} has no preprocessor_config.json; a {self.model_type} "
@@ -246,4 +289,6 @@ def open_base(base_dir: str | Path) -> Base:
     if not (base_dir / DESCRIPTION).is_file():
         raise BaseError(f"{base_dir}: no {DESCRIPTION}; run `asrflow pretrain` (it describes the base) first")
     info = read_json(base_dir / DESCRIPTION)
-    return Base(Path(info["path"]) if info.get("path") else base_dir, info)
+    directory = Path(info["path"]) if info.get("path") else base_dir
+    check_model_folder(directory, "model.base")  # a local base may have changed since pretrain described it
+    return Base(directory, info)

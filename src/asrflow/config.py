@@ -25,6 +25,11 @@ from asrflow.errors import AsrflowError
 
 # Package data (pyproject.toml: tool.setuptools.package-data), so an installed wheel validates without the checkout.
 SCHEMA_PATH = resources.files("asrflow") / stages.SCHEMA_FILE
+# A YAML file whose top level sets this key is a template to Snakemake's config loader (YTE): its `?` expressions run
+# as Python.
+YTE_SWITCH = "__use_yte__"
+# How the parser spells a `!!name` tag: the YAML core schema's prefix.
+YAML_TAG_PREFIX = "tag:yaml.org,2002:"
 
 
 class ParamsError(AsrflowError):
@@ -144,16 +149,53 @@ def _search_problems(search: dict[str, Any], train: dict[str, Any]) -> list[str]
     return problems
 
 
-def load_all(path: str | Path = "params.yaml") -> dict[str, Any]:
+def read(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """The params file as plain data, not yet validated: what both engines read it with (the Snakefile loads it
+    through this instead of Snakemake's `configfile:`, which would run YTE templates; DVC runs stages, which call
+    load_stage). A YAML tag or Snakemake's YTE switch is refused before anything is built from the file."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: not found; run from the project root or pass --params")
     try:
-        # safe_load: a params file builds plain data only, never Python objects (no `!!python/...` tags).
-        params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+        problems = [*_tags(text), *_templating(text)]
+        if problems:
+            raise ParamsError("\n".join(f"{path}:{problem}" for problem in problems))
+        # safe_load: a params file builds plain data only, never Python objects.
+        return yaml.safe_load(text) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise ParamsError(f"{path}: not readable YAML ({error})") from None
-    return validate(params, str(path))
+
+
+def _tags(text: str) -> list[str]:
+    """A problem for every tag written in `text` (`!!python/object/apply:os.system`, `!!binary`, `!custom`): a tag
+    asks a loader to build something other than plain data, and an unsafe one (Snakemake's YTE loader among them)
+    builds Python objects. Read from the parser's events: no node is built, no alias expanded."""
+    return [
+        f"{event.start_mark.line + 1}: the YAML tag {event.tag.replace(YAML_TAG_PREFIX, '!!', 1)}; a tag builds "
+        f"something other than plain data, and asrflow reads params as plain YAML only (mappings, lists, strings, "
+        f"numbers, true/false, null): remove the tag and write the value itself"
+        for event in yaml.parse(text, Loader=yaml.SafeLoader)
+        if getattr(event, "tag", None)
+    ]
+
+
+def _templating(text: str) -> list[str]:
+    """A problem where the top level of `text` sets YTE_SWITCH (there alone it switches templating on)."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)  # nodes only: nothing is constructed
+    keys = root.value if isinstance(root, yaml.MappingNode) else []
+    return [
+        f"{key.start_mark.line + 1}: {YTE_SWITCH} switches on YTE templating, whose expressions Snakemake's config "
+        f"loader runs as Python; asrflow reads params as plain YAML in both engines and evaluates nothing: remove "
+        f"{YTE_SWITCH} and write each value itself"
+        for key, _ in keys
+        if key.value == YTE_SWITCH
+    ]
+
+
+def load_all(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """The params file read (see read) and validated (see validate)."""
+    return validate(read(path), str(path))
 
 
 def stage_keys(stage: str, method: str | None = None, params: dict[str, Any] | None = None) -> list[str]:

@@ -4,9 +4,11 @@ Outputs (in `out_dir`):
 - `data_report.md`   per speaker minutes and utterances (and the fold that tests them); the character inventory with
                      Unicode names, flagging characters only one speaker uses and characters only one fold's test
                      speakers use (that fold's training text lacks them, so its model cannot learn them); every
-                     rejected item with its stage and reason.
-- `data_report.csv`  the same three tables in one tidy CSV, told apart by the `section` column
-                     (`speaker`, `character`, `rejected`).
+                     rejected item with its stage and reason; from the imported (raw) transcripts, how many hold a
+                     line break and every invisible format character or odd space normalisation removed, made a space
+                     or kept (asrflow.transcripts), with the number of transcripts holding it.
+- `data_report.csv`  the same tables in one tidy CSV, told apart by the `section` column
+                     (`speaker`, `character`, `imported`, `rejected`).
 
 Clips the train stage drops (too short for their transcript under CTC) depend on the model: they are listed with
 their reason in each checkpoint's training.json (`dropped_utterances`).
@@ -15,6 +17,7 @@ their reason in each checkpoint's training.json (`dropped_utterances`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import unicodedata
 from collections import Counter, defaultdict
@@ -25,6 +28,7 @@ import pandas as pd
 from asrflow import config
 from asrflow.io import atomic_path, read_json, write_text
 from asrflow.manifest import Rejected, Utterance, read_manifest, read_rejects
+from asrflow.transcripts import invisible, kept_format_characters
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +109,41 @@ def character_table(utterances: list[Utterance], fold_of: dict[str, int]) -> pd.
     return pd.DataFrame(rows, columns=["character", "description", "count", "speakers", "test_folds", "note"])
 
 
-def tidy(speakers: pd.DataFrame, characters: pd.DataFrame, rejected: list[Rejected]) -> pd.DataFrame:
+LINE_BREAK = "kept: a phrase boundary under audio.too_long: split, a space otherwise"
+KEPT = "kept (text.keep_format_characters)"
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportedText:
+    """What normalisation does to the imported transcripts that the normalised ones no longer show: `table` has one
+    row for the line break, then one per invisible character or odd space, each with the transcripts holding it."""
+
+    transcripts: int
+    table: pd.DataFrame
+
+
+def _fate(ch: str, keep: frozenset[str]) -> str:
+    if ch in keep:
+        return KEPT
+    return "removed" if invisible(ch) == "" else "mapped to a space"
+
+
+def imported_text(imported: list[Utterance], keep: frozenset[str]) -> ImportedText:
+    holding: Counter[str] = Counter(ch for utt in imported for ch in set(utt.text) if invisible(ch) is not None)
+    # A CR is left only where a format keeps text raw (an hf table); resample's split takes it for a line break too.
+    breaks = sum("\n" in utt.text or "\r" in utt.text for utt in imported)
+    line_break = {"item": "line break", "description": "a line break inside a transcript", "reason": LINE_BREAK}
+    rows = [{**line_break, "utterances": breaks}]
+    rows += [
+        {"item": ch, "description": character_name(ch), "utterances": holding[ch], "reason": _fate(ch, keep)}
+        for ch in sorted(holding)
+    ]
+    return ImportedText(len(imported), pd.DataFrame(rows, columns=["item", "description", "utterances", "reason"]))
+
+
+def tidy(
+    speakers: pd.DataFrame, characters: pd.DataFrame, rejected: list[Rejected], imported: ImportedText
+) -> pd.DataFrame:
     parts = [
         pd.DataFrame(
             {
@@ -127,6 +165,7 @@ def tidy(speakers: pd.DataFrame, characters: pd.DataFrame, rejected: list[Reject
                 "reason": characters["note"],
             }
         ),
+        imported.table.assign(section="imported"),
         pd.DataFrame(
             [
                 {
@@ -155,7 +194,26 @@ def _md_table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows])
 
 
-def markdown(speakers: pd.DataFrame, characters: pd.DataFrame, rejected: list[Rejected]) -> str:
+def imported_markdown(imported: ImportedText) -> list[str]:
+    breaks, *characters = imported.table.itertuples()
+    return [
+        "## Transcripts as imported",
+        f"{breaks.utterances} of {imported.transcripts} imported transcripts hold a line break: a phrase boundary "
+        "under `audio.too_long: split`, a space otherwise. Before normalisation, invisible format characters "
+        "(Unicode Cf: bidi marks, soft hyphens, zero-width spaces and joiners, …) are removed unless "
+        "`text.keep_format_characters` lists them, and odd spaces (Zs: no-break, thin, ideographic, …) made spaces:",
+        _md_table(
+            ["code point and name", "normalisation", "transcripts"],
+            [[r.description, r.reason, r.utterances] for r in characters],
+        )
+        if characters
+        else "No invisible format character or odd space in any transcript.",
+    ]
+
+
+def markdown(
+    speakers: pd.DataFrame, characters: pd.DataFrame, rejected: list[Rejected], imported: ImportedText
+) -> str:
     by_stage = Counter(r.stage for r in rejected)
     flagged = characters[characters["note"] != ""]
     return (
@@ -180,6 +238,7 @@ def markdown(speakers: pd.DataFrame, characters: pd.DataFrame, rejected: list[Re
                         for r in characters.itertuples()
                     ],
                 ),
+                *imported_markdown(imported),
                 "## Rejected",
                 "Everything a stage left out, with the reason (kept + rejected = input at every stage). Clips too "
                 "short for their transcript under CTC are listed per fold and method in each checkpoint's "
@@ -197,30 +256,51 @@ def markdown(speakers: pd.DataFrame, characters: pd.DataFrame, rejected: list[Re
 
 
 def data_report(
-    utterances: list[Utterance], folds_dir: Path, k: int, rejected: list[Rejected], out_dir: Path
+    utterances: list[Utterance],
+    folds_dir: Path,
+    k: int,
+    rejected: list[Rejected],
+    out_dir: Path,
+    *,
+    imported: list[Utterance],
+    keep: frozenset[str] = frozenset(),
 ) -> pd.DataFrame:
+    """The report of the normalised `utterances`, and of what normalisation changed in the raw text of the `imported`
+    ones (`keep`: text.keep_format_characters)."""
     fold_of = tested_in(folds_dir, k)
     speakers = speaker_table(utterances, fold_of)
     characters = character_table(utterances, fold_of)
-    table = tidy(speakers, characters, rejected)
+    raw = imported_text(imported, keep)
+    table = tidy(speakers, characters, rejected, raw)
     with atomic_path(out_dir / "data_report.csv") as tmp:
         table.to_csv(tmp, index=False)
-    write_text(out_dir / "data_report.md", markdown(speakers, characters, rejected))
+    write_text(out_dir / "data_report.md", markdown(speakers, characters, rejected, raw))
     return table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`asrflow data_report`'s own arguments (cli.py adds --params, --log and --threads)."""
     parser.add_argument("--in", dest="manifest", required=True, type=Path, help="the normalised utterances")
+    parser.add_argument(
+        "--imported", required=True, type=Path, help="the import's manifest: line breaks and invisible characters"
+    )
     parser.add_argument("--folds", required=True, type=Path)
     parser.add_argument("--rejects", required=True, type=Path, nargs="+", help="every stage's rejects file")
     parser.add_argument("--out", required=True, type=Path, help="folder for data_report.md and data_report.csv")
 
 
 def run_cli(args: argparse.Namespace) -> None:
-    k = config.load_stage(args.params, "data_report")["folds"]["k"]
+    params = config.load_stage(args.params, "data_report")
     rejected = [r for path in args.rejects for r in read_rejects(path)]
-    table = data_report(read_manifest(args.manifest), args.folds, k, rejected, args.out)
+    table = data_report(
+        read_manifest(args.manifest),
+        args.folds,
+        params["folds"]["k"],
+        rejected,
+        args.out,
+        imported=read_manifest(args.imported),
+        keep=kept_format_characters(params["text"]),
+    )
     log.info(
         "data report: %d speakers, %d characters, %d rejected → %s",
         (table["section"] == "speaker").sum(),

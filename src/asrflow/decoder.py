@@ -32,7 +32,12 @@ from asrflow.transcripts import normalise
 
 log = logging.getLogger(__name__)
 
-SOURCE_TEXT = {"unicode": "NFC", "lowercase": True, "remove": ""}  # as the target corpus is normalised by default
+SOURCE_TEXT = {
+    "unicode": "NFC",
+    "lowercase": True,
+    "remove": "",
+    "keep_format_characters": [],
+}  # as the target corpus is normalised by default
 DEV_FRACTION = 0.1
 
 

@@ -207,7 +207,7 @@ def evaluate(
     if getattr(methods.get(method_name), "own_training", False):  # projector: its causal LM decodes (no n-gram pass)
         hypotheses, decode_cfg = projector.transcribe_utterances(model_dir, utterances), {**decode_cfg, "beam": False}
     else:
-        processor = AutoProcessor.from_pretrained(model_dir)
+        processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=False)
         model = methods.get(method_name).load(model_dir, info["language"]).to(compute_device())
         logits = logits_of(model, processor, utterances, eval_cfg, precision)  # once, for greedy and LM decoding
         hypotheses = greedy_transcripts(logits, processor)

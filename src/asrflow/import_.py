@@ -8,9 +8,12 @@ A path that leaves the corpus folder always stops it.
 
 Several sources: `corpus.sources` lists more folders, each with its own format and options (declared like the main
 corpus: `{format: elan, path: data/raw/round2, elan: {tier: hypothesis}}`), read after the main one into the same
-manifest, speaker ids as each source states them. A row that repeats one of an earlier source — the same utterance
-id, or the same recording span (audio of the same content, same start and end) — is a bad item whose reason names
-both sources.
+manifest, speaker ids as each source states them. A row that repeats one of an earlier source — the same recording
+span (audio of the same content, same start and end) — is a bad item whose reason names both sources.
+
+Utterance ids are readable (a file's path in its corpus, in any script) and unique by construction
+(asrflow.corpus.entries.unique_ids): names that would map to one id, within a source or across sources, each get a
+short digest of their recording.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from asrflow import config, stages
 from asrflow.corpus.audiofolder import import_audiofolder
 from asrflow.corpus.commonvoice import import_commonvoice
 from asrflow.corpus.elan import import_elan
+from asrflow.corpus.entries import unique_ids
 from asrflow.corpus.hf import import_hf
 from asrflow.corpus.kaldi import import_kaldi
 from asrflow.corpus.textgrid import import_textgrid
@@ -70,25 +74,24 @@ def content_digest(path: str, digests: dict[str, str]) -> str:
 
 
 def merge(sources: list[dict[str, Any]], imported: list[list[Utterance]], rejects: Rejects) -> list[Utterance]:
-    """Every source's utterances in order, less those that repeat one of an earlier source (a bad item each)."""
+    """Every source's utterances in order, less those that repeat a recording span of an earlier source (a bad item
+    each). Within one source, two files of the same content are two recordings (the importer keeps both)."""
     kept: list[Utterance] = []
-    first: dict[object, tuple[Utterance, str]] = {}  # utterance id or recording span → where it came from first
+    first: dict[tuple, tuple[Utterance, str]] = {}  # recording span → where it came from first
     digests: dict[str, str] = {}
     for source, utterances in zip(sources, imported, strict=True):
         where = f"{source['path']} ({source['format']})"
         for utt in utterances:
             span = (content_digest(utt.audio, digests), utt.start, utt.end)
-            earlier = first.get(utt.utt_id) or first.get(span)
+            earlier = first.get(span)
             if earlier is not None and earlier[1] != where:
                 seen, seen_where = earlier
-                what = f"utterance id {utt.utt_id!r}" if seen.utt_id == utt.utt_id else "recording span"
                 rejects.bad(
                     utt,
-                    f"duplicate {what}: imported from {seen_where} ({seen.origin}) and again from {where} "
+                    f"duplicate recording span: imported from {seen_where} ({seen.origin}) and again from {where} "
                     f"({utt.origin}); keep it in one source",
                 )
                 continue
-            first.setdefault(utt.utt_id, (utt, where))
             first.setdefault(span, (utt, where))
             kept.append(utt)
     return kept
@@ -102,7 +105,7 @@ def import_corpus(corpus: dict[str, Any], rejects: Rejects, audio_dir: Path | No
         import_source(source, key, rejects, audio_dir / str(n) if audio_dir else None)
         for n, (source, key) in enumerate(zip(sources, keys, strict=True))
     ]
-    return imported[0] if len(sources) == 1 else merge(sources, imported, rejects)
+    return unique_ids(imported[0] if len(sources) == 1 else merge(sources, imported, rejects))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -79,8 +79,8 @@ def load_for_inference(model_dir: str | Path, int8: bool = False) -> tuple[PreTr
 
     With `int8`, the model's forward runs its int8 ONNX graph in ONNX Runtime (CPU; see the module docstring): the
     object stays the transformers model, so the ASR pipeline and asrflow's batching use it unchanged."""
-    processor = AutoProcessor.from_pretrained(model_dir)
-    model = AutoModelForCTC.from_pretrained(model_dir, use_safetensors=True).eval()
+    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=False)
+    model = AutoModelForCTC.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False).eval()
     if not int8:
         return model, processor
     try:

@@ -4,7 +4,7 @@ A manifest is a UTF-8 CSV with one row per utterance and these columns:
 
 | column    | meaning                                                                                   |
 |-----------|-------------------------------------------------------------------------------------------|
-| utt_id    | unique id (letters, digits, `_ - .`)                                                        |
+| utt_id    | unique id: letters of any script, marks, digits, `_ - .`, and `~digest` where names collide |
 | audio     | path of the audio file, relative to the working directory (the repo root) or absolute      |
 | speaker   | speaker id: folds are made of whole speakers                                                |
 | text      | transcript (raw after import, normalised after `normalize`)                                 |

@@ -716,7 +716,7 @@ def config_base(config: PretrainedConfig, directory: Path, layers: int | None = 
     config = config.__class__.from_dict({**config.to_dict(), **({"num_hidden_layers": layers} if layers else {})})
     torch.manual_seed(0)
     with quiet_transformers():
-        AutoModelForCTC.from_config(config).save_pretrained(directory)
+        AutoModelForCTC.from_config(config, trust_remote_code=False).save_pretrained(directory)
     return Base(Path(directory), describe(Path(directory)))
 
 
@@ -724,7 +724,7 @@ def meta_parameter_count(config: PretrainedConfig) -> int:
     """All parameters of the full model of `config`, built on the meta device (no memory): the check of the plan's
     extrapolated weights."""
     with torch.device("meta"):
-        return sum(p.numel() for p in AutoModelForCTC.from_config(config).parameters())
+        return sum(p.numel() for p in AutoModelForCTC.from_config(config, trust_remote_code=False).parameters())
 
 
 def config_table(

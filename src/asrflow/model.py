@@ -2,7 +2,7 @@
 (clip_logits: every task's and decoder's), greedy CTC decoding.
 
 Everything here uses the transformers API as documented (Auto classes, Wav2Vec2CTCTokenizer, the base's own feature
-extractor); nothing is loaded from pickle or with trust_remote_code.
+extractor); nothing is loaded from pickle or with a model's own code (trust_remote_code=False).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The `normalize` stage: every transcript normalised (asrflow.transcripts: Unicode, case, removed characters;
-IPA-safe); an utterance whose transcript is left empty is a bad item.
+"""The `normalize` stage: every transcript normalised (asrflow.transcripts: invisible characters and odd spaces,
+Unicode, case, removed characters; IPA-safe); an utterance whose transcript is left empty is a bad item. A line break
+in a transcript (a phrase boundary the resample stage split at) becomes a space here.
 """
 
 from __future__ import annotations

@@ -32,7 +32,12 @@ from asrflow.vocab import build_vocab
 
 log = logging.getLogger(__name__)
 
-SOURCE_TEXT = {"unicode": "NFC", "lowercase": False, "remove": ""}  # the demo writes clean IPA already
+SOURCE_TEXT = {
+    "unicode": "NFC",
+    "lowercase": False,
+    "remove": "",
+    "keep_format_characters": [],
+}  # the demo writes clean IPA already
 DEV_FRACTION = 0.1
 
 

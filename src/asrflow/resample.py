@@ -28,6 +28,9 @@ from asrflow.manifest import Rejects, Utterance, read_manifest, write_manifest
 log = logging.getLogger(__name__)
 # A pause: 20 ms frames at least 35 dB below the clip's loudest frame, for at least 0.3 s.
 FRAME_SECONDS, PAUSE_DB, MIN_PAUSE_SECONDS = 0.02, -35.0, 0.3
+# A piece's id is its clip's and `~<n>`: `~` is no character of a readable id (asrflow.corpus.entries.safe_id), so a
+# piece never takes the id (and the wav file) of another recording, `story~2` beside a file named `story_2`.
+PIECE_MARK = "~"
 
 
 def rejection(seconds: float, min_seconds: float, max_seconds: float) -> str:
@@ -74,7 +77,11 @@ def pieces(utt: Utterance, samples: np.ndarray, audio_cfg: dict) -> list[tuple[U
         return [(utt, samples, f"{too_long}; not split: {why_not}")]
     bounds = [0, *cuts, len(samples)]
     return [
-        (utt.replace(utt_id=f"{utt.utt_id}_{i}", text=line, origin=f"{utt.origin} line {i}"), samples[a:b], "")
+        (
+            utt.replace(utt_id=f"{utt.utt_id}{PIECE_MARK}{i}", text=line, origin=f"{utt.origin} line {i}"),
+            samples[a:b],
+            "",
+        )
         for i, (line, a, b) in enumerate(zip(lines, bounds, bounds[1:]), start=1)
     ]
 

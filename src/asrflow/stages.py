@@ -348,11 +348,12 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "data_report",
-        "speakers, character inventory and every rejected item: data_report.md/csv",
-        "--in {input.manifest} --folds {input.folds} --rejects {input.import_rejects}"
+        "speakers, character inventory, what normalisation changed, every rejected item: data_report.md/csv",
+        "--in {input.manifest} --imported {input.imported} --folds {input.folds} --rejects {input.import_rejects}"
         " {input.resampled}/rejects.csv {input.normalize_rejects} --out results",
         deps={
             "manifest": "data/processed/utterances.csv",
+            "imported": "data/interim/corpus.csv",  # the raw transcripts: line breaks, invisible characters
             "folds": "data/processed/folds",
             "import_rejects": "data/interim/import_rejects.csv",
             "resampled": "data/interim/resampled",
@@ -362,7 +363,7 @@ STAGES: tuple[Stage, ...] = (
             "markdown": Out("results/data_report.md", cache=False, report="Data", caption="data_report.rst"),
             "table": Out("results/data_report.csv", cache=False),
         },
-        params=("folds.k",),
+        params=("folds.k", "text"),  # text.keep_format_characters; DVC wants a key params.yaml holds: the section
     ),
     # The released method is chosen at run time (`best`), so every method's train settings count.
     Stage(

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from transformers import AutomaticSpeechRecognitionPipeline, pipeline
 
 from asrflow.audio import TARGET_RATE, load_mono
+from asrflow.checkpoint import check_model_folder
 from asrflow.confidence import aligned_word_confidences, greedy_word_confidences, phrase_confidence
 from asrflow.corpus.elan import AUDIO_SUFFIXES
 from asrflow.decode import lm_decoder
@@ -286,11 +287,13 @@ def recordings(paths: list[Path]) -> list[Path]:
 
 
 def check_inputs(model_dir: Path, files: list[Path]) -> None:
-    """The model folder is one, every file exists and no two share a stem (their outputs would overwrite each other)."""
+    """The model folder is one asrflow loads (check_model_folder), every file exists and no two share a stem (their
+    outputs would overwrite each other)."""
     if not (model_dir / "config.json").is_file() and not projector.is_projector_model(model_dir):
         raise TranscribeError(
             f"{model_dir}: not a model folder (no config.json); pass results/release or results/models/<method>/fold<k>"
         )
+    check_model_folder(model_dir, "--model")
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise TranscribeError(f"no such file: {', '.join(missing)}")

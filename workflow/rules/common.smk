@@ -1,10 +1,15 @@
 # Helpers that turn the stage table (src/asrflow/stages.py) into Snakemake rules: all of the workflow's Python logic
 # lives here, so rules/stages.smk and rules/search.smk read as declarations.
 
+import functools
+import hashlib
 import re
+import unicodedata
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.io import contains_wildcard
+from snakemake.utils import update_config
 
 import asrflow.config as asrflow_config
 import asrflow.search as asrflow_search
@@ -12,14 +17,21 @@ import asrflow.stages as asrflow_stages
 
 # The software of every rule, for `--use-conda` (relative to the rule files; snakemake --lint asks for one).
 CONDA_ENV = "../envs/asrflow.yaml"
+# Relative to the working directory (the project root), like every path in params.yaml and in the rules.
+PARAMS_FILE = "params.yaml"
 
 
-def validate_params():
-    """Check params.yaml (plus any --config overrides) with asrflow's own validator and its friendly messages."""
+def load_params():
+    """Read and validate params.yaml with asrflow's own reader, validator and messages (asrflow.config.read: plain
+    YAML only, no tag, no YTE template) into `config`, with the values given on the command line (--config and
+    --configfile, all that `config` holds so far) on top of the file's, as `configfile:` would put them."""
     try:
-        asrflow_config.validate(config, source="params.yaml")
+        params = asrflow_config.read(PARAMS_FILE)
+        update_config(params, config)
+        config.update(asrflow_config.validate(params, source=PARAMS_FILE))
     except asrflow_config.ParamsError as error:
         raise WorkflowError(str(error)) from None
+    workflow.configfiles.append(PARAMS_FILE)  # `snakemake --report` shows it, as it shows a `configfile:`
 
 
 def axis_values(axes):
@@ -49,7 +61,8 @@ def all_outputs():
     return [path for stage in engine_stages() for path in stage_outputs(stage)]
 
 
-def params_path(dep):
+@functools.cache
+def params_files(dep):
     """A `${key}` dep: the path params.yaml holds there (corpus.path); `${key[*].name}`: each listed item's
     (corpus.sources' folders). A folder of one's own (one no stage makes) is given as its files: a folder's mtime
     says nothing about its content (editing a transcript in place leaves it alone), whereas per file Snakemake sees
@@ -63,7 +76,37 @@ def params_path(dep):
             files.append(str(path))
         else:
             files += sorted(str(file) for file in path.rglob("*") if file.is_file())
-    return files
+    return tuple(files)
+
+
+def plain_name(file):
+    """Whether Snakemake can take `file` as an input file: not a name it would read as a pattern (`{name}` is a
+    wildcard) nor one holding a line break or another control character (which the import refuses, naming it)."""
+    return not contains_wildcard(file) and not any(unicodedata.category(c) == "Cc" for c in file)
+
+
+def params_path(dep):
+    """The dep's files Snakemake can take as inputs; the others enter the job through pattern_named_files."""
+    return [file for file in params_files(dep) if plain_name(file)]
+
+
+def sha256(path):
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def pattern_named_files(stage):
+    """{"named_like_patterns": {file: sha256}} for the files of the stage's `${key}` deps that cannot be input files
+    (plain_name: `take{1}.wav`), else {}: as a params value, a changed, added or removed one re-runs the job, as an
+    input file would. Only those files are hashed (at every start of Snakemake), so only they cost anything."""
+    named = {
+        file: sha256(file)
+        for dep in stage.deps.values()
+        if dep.startswith("${")
+        for file in params_files(dep)
+        if not plain_name(file)
+    }
+    return {"named_like_patterns": named} if named else {}
 
 
 def inputs(stage):

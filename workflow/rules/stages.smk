@@ -25,6 +25,7 @@ for stage in engine_stages():
             runtime=stage.runtime,
         params:
             stage_params(stage),
+            **pattern_named_files(stage),
             command=command(stage),
         shell:
             SHELL

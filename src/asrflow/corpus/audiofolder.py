@@ -1,34 +1,30 @@
-"""Hugging Face `audiofolder` layout: `metadata.csv` (file_name, transcription, speaker_id) beside the audio files."""
+"""Hugging Face `audiofolder` layout: `metadata.csv` (file_name, transcription, speaker_id) beside the audio files.
+
+The table is read as CSV (asrflow.corpus.tables): as Excel saves it too, with `;` or tabs between cells. A line break
+inside a transcript cell is kept as "\n": a phrase boundary for `audio.too_long: split`, a space once normalised.
+"""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-from asrflow.corpus.entries import Entry, admit, read_utf8, utt_id_for
+from asrflow.corpus.entries import Entry, admit, utt_id_for
+from asrflow.corpus.tables import read_table
 from asrflow.manifest import ManifestError, Rejects, Utterance
 
 COLUMNS = ("file_name", "transcription", "speaker_id")
 
 
-def _read_rows(metadata: Path) -> list[dict[str, str]]:
-    reader = csv.DictReader(read_utf8(metadata).splitlines())
-    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        raise ManifestError(f"{metadata}: missing column(s) {missing}; audiofolder metadata needs {list(COLUMNS)}")
-    return list(reader)
-
-
 def entries(metadata: Path) -> list[Entry]:
     rows = []
-    for line, row in enumerate(_read_rows(metadata), start=2):
-        file_name = (row["file_name"] or "").strip()
+    for line, row in read_table(metadata, COLUMNS, what="audiofolder metadata"):
+        file_name = row["file_name"].strip()
         rows.append(
             Entry(
                 utt_id=utt_id_for(file_name),
                 audio=file_name,
-                speaker=row["speaker_id"] or "",
-                text=row["transcription"] or "",
+                speaker=row["speaker_id"],
+                text=row["transcription"],
                 origin=f"{metadata.name}:{line}",
             )
         )

@@ -9,35 +9,32 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from asrflow.corpus.entries import Entry, admit, read_utf8, utt_id_for
+from asrflow.corpus.entries import Entry, admit, utt_id_for
 from asrflow.corpus.paths import confined
+from asrflow.corpus.tables import Row, read_table
 from asrflow.manifest import ManifestError, Rejects, Utterance
 
 COLUMNS = ("client_id", "path", "sentence")
 CLIPS = "clips"
 
 
-def _read_rows(tsv: Path) -> list[dict[str, str]]:
+def _read_rows(tsv: Path) -> list[Row]:
     # Common Voice quotes nothing: a `"` inside a sentence is text (csv's default quoting would swallow the tabs).
-    reader = csv.DictReader(read_utf8(tsv).splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE)
-    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        raise ManifestError(f"{tsv}: missing column(s) {missing}; a Common Voice tsv needs {list(COLUMNS)}")
-    return list(reader)
+    return read_table(tsv, COLUMNS, what="a Common Voice tsv", delimiters=("\t",), quoting=csv.QUOTE_NONE)
 
 
 def entries(tsv: Path) -> list[Entry]:
     rows = []
-    for line, row in enumerate(_read_rows(tsv), start=2):
-        clip = (row["path"] or "").strip()
+    for line, row in _read_rows(tsv):
+        clip = row["path"].strip()
         # `path` is relative to clips/: joining keeps an absolute or ../ path visible to the corpus-folder check.
         audio = str(Path(CLIPS) / clip) if clip else ""
         rows.append(
             Entry(
                 utt_id=utt_id_for(clip),
                 audio=audio,
-                speaker=row["client_id"] or "",
-                text=row["sentence"] or "",
+                speaker=row["client_id"],
+                text=row["sentence"],
                 origin=f"{tsv.name}:{line}",
             )
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from asrflow.corpus.entries import Entry, admit, read_utf8
+from asrflow.corpus.entries import Entry, admit, read_utf8, safe_id
 from asrflow.corpus.paths import confined
 from asrflow.manifest import ManifestError, Rejects, Utterance
 
@@ -105,7 +105,7 @@ def entries(root: Path, rejects: Rejects) -> list[Entry]:
     for utt, transcript, line_no in lines:
         recording, start, end, _ = segments[utt] if segments and utt in segments else (utt, None, None, 0)
         entry = Entry(
-            utt_id=utt,
+            utt_id=safe_id(utt),
             audio=paths.get(recording, ""),
             speaker=speakers[utt][0][0] if utt in speakers else "",
             text=transcript,

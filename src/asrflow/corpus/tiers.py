@@ -13,15 +13,15 @@ silently.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import posixpath
 import re
 from pathlib import Path
 
 from asrflow.config import ParamsError
-from asrflow.corpus.entries import Entry, read_utf8
+from asrflow.corpus.entries import Entry
 from asrflow.corpus.paths import confined
+from asrflow.corpus.tables import read_table
 from asrflow.manifest import ManifestError, Rejects
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
@@ -110,11 +110,9 @@ def read_speakers(root: Path, mapping: str | None, file_column: str, option: str
         raise ManifestError(
             f"{path}: not found; {option}.speakers names a CSV {list(columns)} inside the corpus folder"
         )
-    reader = csv.DictReader(read_utf8(path).splitlines())
-    if tuple(reader.fieldnames or ()) != columns:
-        raise ManifestError(f"{path}: columns {reader.fieldnames}, expected {list(columns)}")
     return {
-        (posixpath.normpath(row[file_column].strip()), row["tier"].strip()): row["speaker"].strip() for row in reader
+        (posixpath.normpath(row[file_column].strip()), row["tier"].strip()): row["speaker"].strip()
+        for _, row in read_table(path, columns, what=f"the {option}.speakers mapping")
     }
 
 

@@ -71,4 +71,6 @@ class LanguageAdapter(ConvFrozenMethod):
     def load(self, model_dir: Path, language: str) -> Wav2Vec2ForCTC:
         # use_safetensors does not reach load_adapter, which would fall back to a pickled adapter.<lang>.bin.
         require_safetensors(Path(model_dir) / WAV2VEC2_ADAPTER_SAFE_FILE.format(language))
-        return Wav2Vec2ForCTC.from_pretrained(model_dir, target_lang=language, use_safetensors=True)
+        return Wav2Vec2ForCTC.from_pretrained(
+            model_dir, target_lang=language, use_safetensors=True, trust_remote_code=False
+        )

@@ -31,7 +31,12 @@ def load_with_new_head(base: Base, vocab: dict[str, int], overrides: dict, langu
     """The base checkpoint (any family AutoModelForCTC knows; a pre-training checkpoint's quantizer and projection
     weights are left out) with a CTC head for this fold's vocabulary, warm-started where the base knows a token."""
     model = AutoModelForCTC.from_pretrained(
-        base.directory, vocab_size=len(vocab), ignore_mismatched_sizes=True, use_safetensors=True, **overrides
+        base.directory,
+        vocab_size=len(vocab),
+        ignore_mismatched_sizes=True,
+        use_safetensors=True,
+        trust_remote_code=False,
+        **overrides,
     )
     warm_start_head(model, base, vocab, language)
     return model
@@ -93,7 +98,7 @@ class AudioMethod:
         model.save_pretrained(out_dir, safe_serialization=True)
 
     def load(self, model_dir: Path, language: str) -> PreTrainedModel:
-        return AutoModelForCTC.from_pretrained(model_dir, use_safetensors=True)
+        return AutoModelForCTC.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False)
 
 
 class ConvFrozenMethod(AudioMethod):

@@ -50,7 +50,7 @@ from asrflow.causal_lm import (
     load_decoder,
     load_tokenizer,
 )
-from asrflow.checkpoint import DESCRIPTION, Base, open_base
+from asrflow.checkpoint import DESCRIPTION, Base, check_model_folder, open_base
 from asrflow.errors import AsrflowError
 from asrflow.features import FeatureClip, cache_dir, cached_features, pad_features
 from asrflow.io import atomic_path, read_json, write_json
@@ -215,7 +215,9 @@ class ProjectorTask:
 
     def _compute(self, clip: Clip) -> torch.Tensor:
         if self._encoder is None:  # loaded only when some clip is not cached yet
-            self._encoder = AutoModel.from_pretrained(self.base.directory, use_safetensors=True).eval()
+            self._encoder = AutoModel.from_pretrained(
+                self.base.directory, use_safetensors=True, trust_remote_code=False
+            ).eval()
             self._encoder.to(model_device(self.model))
         return encoder_features(self._encoder, clip.inputs, self.spec).cpu().clone()
 
@@ -345,6 +347,7 @@ def load(model_dir: Path, encoder: Path | None = None, decoder: Path | None = No
     cfg = read_json(model_dir / CONFIG_FILE)
     encoder_dir = resolve(cfg["encoder"], encoder, "encoder", model_dir)
     decoder_dir = resolve(cfg["decoder"], decoder, "decoder", model_dir)
+    check_model_folder(encoder_dir, f"{model_dir}: its encoder")
     decoder_model = load_decoder(decoder_dir)
     if cfg["decoder_lora"]:
         require_safetensors(model_dir / cfg["decoder_lora"] / "adapter_model.safetensors")
@@ -354,9 +357,9 @@ def load(model_dir: Path, encoder: Path | None = None, decoder: Path | None = No
     model = ProjectorModel(projector, decoder_model, load_tokenizer(decoder_dir), cfg["prompt"])
     device = compute_device()
     return LoadedProjector(
-        AutoModel.from_pretrained(encoder_dir, use_safetensors=True).eval().to(device),
+        AutoModel.from_pretrained(encoder_dir, use_safetensors=True, trust_remote_code=False).eval().to(device),
         model.eval().to(device),
-        AutoFeatureExtractor.from_pretrained(model_dir),
+        AutoFeatureExtractor.from_pretrained(model_dir, trust_remote_code=False),
         Generation(**cfg["generation"]),
     )
 

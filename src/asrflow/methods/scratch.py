@@ -23,8 +23,9 @@ class Scratch(AudioMethod):
         language: str,
         warm_language: str | None = None,
     ) -> torch.nn.Module:
-        config = AutoConfig.from_pretrained(base.directory, vocab_size=len(vocab), **overrides)
-        model = AutoModelForCTC.from_config(config)  # random init, seeded by the training stage
+        config = AutoConfig.from_pretrained(base.directory, vocab_size=len(vocab), trust_remote_code=False, **overrides)
+        # random init, seeded by the training stage
+        model = AutoModelForCTC.from_config(config, trust_remote_code=False)
         if cfg["freeze_feature_encoder"]:
             freeze_conv_encoder(model, base)
         return model
