@@ -71,26 +71,11 @@ def read_params(project: Path) -> dict[str, Any]:
     return yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
 
 
-OMEGACONF_MISSING = "???"  # `dvc exp run -S` reads params.yaml with OmegaConf, where this value means "missing"
-
-
-def without_missing_markers(tree: Any) -> Any:
-    """`tree` without the values OmegaConf reads as missing: keys whose schema default is that same string."""
-    if isinstance(tree, dict):
-        return {k: without_missing_markers(v) for k, v in tree.items() if v != OMEGACONF_MISSING}
-    if isinstance(tree, list):
-        return [without_missing_markers(v) for v in tree]
-    return tree
-
-
 def write_params(project: Path, params: dict[str, Any]) -> dict[str, Any]:
-    """Validate `params` with asrflow's own validator, then write it as the project's params.yaml, leaving out the
-    values that equal OmegaConf's missing marker (the schema fills them back in: checked). Returns the validated
-    params, defaults filled in."""
+    """Validate `params` with asrflow's own validator, then write it as the project's params.yaml. Returns the
+    validated params, defaults filled in."""
     validated = config.validate(copy.deepcopy(params), source="test params")
-    written = without_missing_markers(params)
-    assert config.validate(copy.deepcopy(written), source="test params") == validated, "a marker is not a default"
-    text = yaml.safe_dump(written, sort_keys=False, allow_unicode=True)
+    text = yaml.safe_dump(params, sort_keys=False, allow_unicode=True)
     (project / "params.yaml").write_text(text, encoding="utf-8")
     return validated
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from conftest import ROOT, read_params
 
@@ -54,7 +55,7 @@ def test_a_params_file_without_optional_keys_loads_with_the_schema_defaults(tmp_
         "tier_index": None,
         "tier_pattern": None,
         "tier_type": None,
-        "doubtful": "???",
+        "doubtful": "??",
     }
     assert loaded["resources"] == {"threads": 1, "gpus_per_process": 0, "gpu_memory_gb": None, "gpu_model": None}
     # A loop setting a method leaves out has no default of its own: the train-wide value applies.
@@ -73,9 +74,16 @@ def test_params_yaml_spells_out_every_schema_default_and_agrees_with_it() -> Non
     documented = leaves(read_params(ROOT))
     defaults = leaves(config.with_defaults(sections(read_params(ROOT))))
     defaults = {key: value for key, value in defaults.items() if value != {}}  # a section with nothing to fill in
-    # OmegaConf, which `dvc exp run -S` reads params.yaml with, takes the value "???" for "missing": such a default is
-    # documented in a comment instead (and the dvc experiment test fails if params.yaml spells one out).
-    defaults = {key: value for key, value in defaults.items() if value != "???"}
     assert defaults.keys() <= documented.keys(), "params.yaml leaves out a key the schema has a default for"
     disagree = {key: (value, documented[key]) for key, value in defaults.items() if documented[key] != value}
     assert disagree == DELIBERATE
+
+
+def test_the_value_omegaconf_reads_as_missing_is_refused_naming_the_key() -> None:
+    """`dvc exp run -S` reads params.yaml with OmegaConf, where "???" means "missing": refused on load, in both
+    engines, with the fix (the default doubtful marker is spelt "??", which "???" contains)."""
+    params = read_params(ROOT)
+    params["corpus"]["elan"]["doubtful"] = "???"
+    with pytest.raises(config.ParamsError, match=r"corpus\.elan\.doubtful: '\?\?\?' is what OmegaConf .* write '\?\?'"):
+        config.validate(params)
+    assert config.defaults("corpus.elan")["doubtful"] == "??" == config.defaults("corpus.textgrid")["doubtful"]

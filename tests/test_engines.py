@@ -98,8 +98,8 @@ def expand_code(project: Path, paths: list[str]) -> set[str]:
 
 
 def same_command(cmd: str) -> str:
-    """Commands up to whitespace and thread counts (Snakemake passes --threads {threads}; DVC leaves every core)."""
-    return re.sub(r" --threads \S+", "", " ".join(cmd.split()))
+    """Commands up to whitespace: the same arguments, thread counts included."""
+    return " ".join(cmd.split())
 
 
 class Plan:

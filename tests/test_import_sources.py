@@ -210,7 +210,7 @@ def test_empty_and_doubtful_annotations_are_listed_not_errors(session: Path, tmp
         (
             "session_transcription_bakari_4000",
             "session.eaf:transcription@bakari:4000-5000ms",
-            "doubtful: the annotation contains the marker '???' (corpus.elan.doubtful)",
+            "doubtful: the annotation contains the marker '??' (corpus.elan.doubtful)",
         ),
     ]
     _, rejects = elan(session, tmp_path, tier_pattern="transcription@(?P<speaker>.+)", doubtful="ma")

@@ -83,12 +83,30 @@ def defaults(dotted: str) -> dict[str, Any]:
     return with_defaults({}, node)
 
 
+# OmegaConf, which `dvc exp run -S` reads params.yaml with, takes this value for "missing" and stops there.
+OMEGACONF_MISSING = "???"
+
+
+def _missing_markers(node: Any, key: str = "") -> list[str]:
+    """A problem for every value spelt OMEGACONF_MISSING: valid YAML, but no experiment of DVC's could run."""
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _missing_markers(v, f"{key}.{k}" if key else str(k))]
+    if isinstance(node, list):
+        return [p for n, v in enumerate(node) for p in _missing_markers(v, f"{key}[{n}]")]
+    if node == OMEGACONF_MISSING:
+        return [
+            f"{key}: {OMEGACONF_MISSING!r} is what OmegaConf (`dvc exp run -S` reads params.yaml with it) takes for a "
+            f"missing value; for a doubtful marker write '??', which annotations holding '???' contain too"
+        ]
+    return []
+
+
 def validate(params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
     """Raise ParamsError listing every problem in `params`, each naming its key; else fill in every schema default
     (with_defaults: in place, so Snakemake's `config` gets them too) and return `params`."""
     validator = jsonschema.Draft202012Validator(_schema())
     errors = sorted(validator.iter_errors(params), key=lambda e: list(map(str, e.absolute_path)))
-    problems = [_describe(e) for e in errors]
+    problems = [_describe(e) for e in errors] + _missing_markers(params)
     if not errors:
         with_defaults(params)
         problems += [

@@ -211,9 +211,7 @@ def imported_markdown(imported: ImportedText) -> list[str]:
     ]
 
 
-def markdown(
-    speakers: pd.DataFrame, characters: pd.DataFrame, rejected: list[Rejected], imported: ImportedText
-) -> str:
+def markdown(speakers: pd.DataFrame, characters: pd.DataFrame, rejected: list[Rejected], imported: ImportedText) -> str:
     by_stage = Counter(r.stage for r in rejected)
     flagged = characters[characters["note"] != ""]
     return (

@@ -650,7 +650,8 @@ DVC_HEADER = """\
 #
 # Each stage lists exactly the params keys it reads and, as deps, its code: its own module and every asrflow module
 # it imports. The fold × method grid comes from params.yaml: `folds.ids` (0 … k-1; DVC templates cannot count) and
-# `methods`. Thread counts are not params: DVC runs one stage at a time, so every stage uses every core.
+# `methods`. Every command has the threads Snakemake's has (`resources.threads` for the model jobs), so that both
+# engines give the same numbers.
 
 """
 
@@ -674,7 +675,20 @@ def _fill_command(stage_: Stage, axis: Callable[[str], str]) -> str:
         return paths[kind][name] if name else _fill_path(stage_, match[0], axis)
 
     command = re.sub(r"\{((?:input|output)\.\w+|\w+)\}", fill, stage_.cmd)
-    return f"asrflow {stage_.name} {command} --log {_fill_path(stage_, stage_.log_path, axis)}"
+    log = _fill_path(stage_, stage_.log_path, axis)
+    return f"asrflow {stage_.name} {command} --threads {threads_text(stage_)} --log {log}"
+
+
+def threads_text(stage_: Stage) -> str:
+    """The job's `--threads`: the table's number, or `${resources.threads}` (filled in from params.yaml). Both
+    engines give every command this same count, never the cores a scheduler happens to grant: torch's reductions
+    split by thread count, so a model job trained with other threads is another run of a chaotic computation."""
+    return f"${{{THREADS_PARAM}}}" if stage_.threads == THREADS_PARAM else str(stage_.threads)
+
+
+def thread_count(stage_: Stage, params: dict[str, Any]) -> int:
+    """The job's `--threads` as a number (threads_text, filled in from `params`)."""
+    return int(resolve(threads_text(stage_), params))
 
 
 def _dvc_axis(name: str) -> str:
@@ -732,7 +746,7 @@ def dvc_yaml(params: dict[str, Any] | None = None) -> str:
 class Job:
     name: str
     wildcards: dict[str, Any]
-    argv: list[str]  # `asrflow <stage> …`, with its log but without --threads (every core)
+    argv: list[str]  # `asrflow <stage> …`, with its threads and log, as both engines run it
 
 
 def jobs(params: dict[str, Any]) -> list[Job]:

@@ -160,27 +160,26 @@ def stage_params(stage):
 def command(stage):
     """The job's `asrflow <stage> …` line, its deps, outs and axes filled in: a params function, so that each rule
     binds its own stage (Snakemake evaluates a shell expression again when the job runs, and in the loop of
-    stages.smk it would then see the loop variable's last value). Threads and log follow in the shell directive."""
+    stages.smk it would then see the loop variable's last value). Its `--threads` is the table's, as in dvc.yaml
+    (asrflow.stages.threads_text), whatever the scheduler grants; the log follows in the shell directive."""
 
     def fill(wildcards, input, output):
         # `${key}` first: the value params.yaml holds there (the learning curve's method)
         arguments = asrflow_stages.resolve(stage.cmd, config).format(input=input, output=output, **wildcards)
-        return f"asrflow {stage.name} {arguments}"
+        return f"asrflow {stage.name} {arguments} --threads {asrflow_stages.thread_count(stage, config)}"
 
     return fill
 
 
-# The shell directive of every rule: the command (params.command), then this job's threads and log.
-SHELL = "{params.command} --threads {threads} --log {log}"
+# The shell directive of every rule: the command (params.command, its threads included), then this job's log.
+SHELL = "{params.command} --log {log}"
 
 
-# How jobs run; never part of a result. The table's threads are a number or `resources.threads` (params.yaml: torch
-# threads per model job), capped by --cores on a local run. Override per rule with --set-threads / --set-resources,
-# or in a profile.
+# The cores Snakemake reserves for a job (the table's threads: a number or `resources.threads`), capped by --cores on
+# a local run; --set-threads or a profile changes the reservation only, never the threads a command runs with (that
+# is resources.threads, a param: it moves a model job's numbers).
 def threads(stage):
-    if stage.threads == asrflow_stages.THREADS_PARAM:
-        return int(asrflow_stages.lookup(config, asrflow_stages.THREADS_PARAM))
-    return stage.threads
+    return asrflow_stages.thread_count(stage, config)
 
 
 def mem_mb(stage):

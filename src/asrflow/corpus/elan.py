@@ -134,7 +134,7 @@ def import_elan(
     tier_pattern: str | None = None,
     tier_type: str | None = None,
     speakers: str | None = None,
-    doubtful: str = "???",
+    doubtful: str = "??",
 ) -> list[Utterance]:
     choice = tier_choice(OPTION, tier, tier_index, tier_pattern, tier_type)
     eaf_files = sorted(root.rglob("*.eaf"))

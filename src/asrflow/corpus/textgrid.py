@@ -101,7 +101,7 @@ def import_textgrid(
     tier_index: int | None = None,
     tier_pattern: str | None = None,
     speakers: str | None = None,
-    doubtful: str = "???",
+    doubtful: str = "??",
 ) -> list[Utterance]:
     choice = tier_choice(OPTION, tier, tier_index, tier_pattern)
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() == SUFFIX and p.is_file())

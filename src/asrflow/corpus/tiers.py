@@ -6,9 +6,9 @@ file, 0 first), `tier_pattern` (a regular expression a tier's whole name matches
 speaker id: `transcription@(?P<speaker>.+)` takes `transcription@amina` as amina's) or, for ELAN, `tier_type` (every
 tier of that linguistic type).
 
-Annotations left empty (segmented, not transcribed yet) and those containing the `doubtful` marker (default `???`)
-are no utterances: each is listed in the import's rejects with that reason, never an error and never dropped
-silently.
+Annotations left empty (segmented, not transcribed yet) and those containing the `doubtful` marker (default `??`,
+so `???` too) are no utterances: each is listed in the import's rejects with that reason, never an error and never
+dropped silently.
 """
 
 from __future__ import annotations
