@@ -38,7 +38,7 @@ from transformers import (
 )
 
 from asrflow import cli
-from asrflow.causal_lm import DecoderError, char_tokenizer, check_round_trip, encode
+from asrflow.causal_lm import DecoderError, char_tokenizer, check_round_trip, encode, load_decoder
 from asrflow.decoder import lm_loss
 from asrflow.features import CACHE_ENV, FeatureClip, pad_features
 from asrflow.io import read_json
@@ -235,23 +235,25 @@ print("HYPOTHESES " + json.dumps([transcribe(soundfile.read(path, dtype="float32
 """
 
 
-@pytest.mark.slow
-def test_the_documented_snippet_reproduces_the_evaluation_in_a_fresh_process(in_project: Path) -> None:
+def snippet_hypotheses(project: Path, model_dir: str, paths: list[str]) -> list[str]:
+    """What docs/methods.md's loading snippet (transformers, peft and safetensors only) transcribes of `paths` with
+    the model folder `model_dir`, run in a fresh process in `project`."""
     snippet = SNIPPET.search((ROOT / "docs/methods.md").read_text(encoding="utf-8"))[1]
     documented = 'model_dir = Path("results/models/projector/fold0")\n'
     assert documented in snippet
     snippet = snippet.replace(documented, "model_dir = Path(sys.argv[1])\n")
     assert "asrflow" not in snippet
-    hypotheses = pd.read_csv(in_project / "metrics/projector/hypotheses.csv", keep_default_na=False)
-    audio = dict(
-        (u, a) for u, a in pd.read_csv(in_project / "data/processed/folds/fold0/test.csv")[["utt_id", "audio"]].values
-    )
-    paths = [audio[u] for u in hypotheses["utt_id"]]
-    proc = run(
-        [sys.executable, "-c", HARNESS.format(snippet=snippet), "published/projector", json.dumps(paths)], in_project
-    )
+    proc = run([sys.executable, "-c", HARNESS.format(snippet=snippet), model_dir, json.dumps(paths)], project)
     line = next(line for line in proc.stdout.splitlines() if line.startswith("HYPOTHESES "))
-    assert json.loads(line.removeprefix("HYPOTHESES ")) == hypotheses["hypothesis"].tolist()
+    return json.loads(line.removeprefix("HYPOTHESES "))
+
+
+@pytest.mark.slow
+def test_the_documented_snippet_reproduces_the_evaluation_in_a_fresh_process(in_project: Path) -> None:
+    hypotheses = pd.read_csv(in_project / "metrics/projector/hypotheses.csv", keep_default_na=False)
+    audio = dict(pd.read_csv(in_project / "data/processed/folds/fold0/test.csv")[["utt_id", "audio"]].values)
+    paths = [audio[u] for u in hypotheses["utt_id"]]
+    assert snippet_hypotheses(in_project, "published/projector", paths) == hypotheses["hypothesis"].tolist()
 
 
 @pytest.mark.slow
@@ -331,6 +333,55 @@ def test_training_refuses_a_decoder_whose_tokenizer_cannot_write_the_corpus(in_p
             Path("curves/never.csv"),
         )
     assert not Path("models/never").exists()
+
+
+# Causal LMs as they ship (SmolLM3, Llama, Qwen): weights saved in bf16, which transformers loads as bf16.
+SHIPPED_IN_BF16 = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("architecture", "precision", "checkpointing"),
+    [("llama", "fp32", True), ("llama", "bf16", False), ("qwen2", "fp32", False), ("qwen2", "bf16", True)],
+)
+def test_a_decoder_saved_in_bf16_trains_evaluates_transcribes_and_loads_elsewhere(
+    in_project: Path, tmp_path: Path, architecture: str, precision: str, checkpointing: bool
+) -> None:
+    """The float32 projector feeds a bf16 decoder under either train.precision, with and without gradient
+    checkpointing through the decoder; the evaluation, `asrflow transcribe` and the documented snippet in a fresh
+    process write the same transcripts."""
+    written = (in_project / "params.yaml").read_text(encoding="utf-8")
+    config_class, model_class = SHIPPED_IN_BF16[architecture]
+    torch.manual_seed(0)
+    tokenizer = char_tokenizer("")
+    config = config_class(**one_layer_lm(tokenizer, max_position_embeddings=1024, **special_tokens(tokenizer)))
+    name = f"{architecture}-{precision}-{'checkpointed' if checkpointing else 'plain'}"
+    try:
+        local_decoder(
+            in_project,
+            model_class(config).to(torch.bfloat16),
+            tokenizer,
+            tmp_path / architecture,
+            f"decoders/{name}",
+            max_epochs=1,
+            precision=precision,
+            gradient_checkpointing=checkpointing,
+        )
+        assert load_decoder(tmp_path / architecture).dtype == torch.bfloat16, "loaded as shipped"
+        train("projector", name, decoder=f"decoders/{name}")
+        evaluate("projector", name)
+    finally:
+        (in_project / "params.yaml").write_text(written, encoding="utf-8")
+    assert read_json(in_project / f"models/{name}/training.json")["loop"]["gradient_checkpointing"] is checkpointing
+    hypotheses = pd.read_csv(in_project / f"metrics/{name}/hypotheses.csv", keep_default_na=False)
+    audio = dict(pd.read_csv(in_project / "data/processed/folds/fold0/test.csv")[["utt_id", "audio"]].values)
+    assert snippet_hypotheses(in_project, f"published/{name}", [audio[u] for u in hypotheses["utt_id"]]) == list(
+        hypotheses["hypothesis"]
+    )
+    utt_id, expected = hypotheses[["utt_id", "hypothesis"]].values[0]
+    stage("transcribe", "--model", f"published/{name}", audio[utt_id], "--out", f"transcribed/{name}")
+    written_text = (in_project / f"transcribed/{name}/{Path(audio[utt_id]).stem}.txt").read_text(encoding="utf-8")
+    assert written_text == " ".join(expected.split()) + "\n"
 
 
 # --- both engines ----------------------------------------------------------------------------------------------------

@@ -122,10 +122,22 @@ class ProjectorModel(torch.nn.Module):
         return self.decoder.get_input_embeddings()(ids)
 
     def prefixes(self, features: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-        """Each utterance's decoder input before its transcript: [bos, projected audio (its own frames), prompt]."""
+        """Each utterance's decoder input before its transcript: [bos, projected audio (its own frames), prompt], in
+        the dtype of the decoder's embeddings. A causal LM arrives in the dtype it was saved in (transformers loads
+        bf16 weights as bf16: SmolLM, Llama, Qwen ship so) while the projector trains in float32; the cast is where
+        its gradient passes back to float32, under every train.precision."""
         audio, audio_mask = self.projector(features, mask)
         head, prompt = self._embed(self.bos), self._embed(self.prompt_ids)
+        audio = audio.to(head.dtype)
         return [torch.cat([head, row[: int(n)], prompt]) for row, n in zip(audio, audio_mask.sum(-1))]
+
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict) -> None:
+        """Per-layer checkpointing through the decoder (what asrflow.loop asks of a model under
+        train.gradient_checkpointing): the frozen decoder's activations are what a long transcript costs, and its
+        gradient still reaches the projector through the checkpointed layers (non-reentrant: no frozen-input
+        workaround needed, the projected audio requires grad)."""
+        decoder = self.decoder.get_base_model() if isinstance(self.decoder, PeftModel) else self.decoder
+        decoder.activation_checkpointing_enable(activation_checkpointing_kwargs=activation_checkpointing_kwargs)
 
     def loss(self, features: torch.Tensor, mask: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
         """Teacher-forced cross-entropy of each transcript's tokens and eos after its prefix (right-padded batch)."""
