@@ -71,6 +71,7 @@ from asrflow.loop import (
     train_step,
 )
 from asrflow.model import make_processor
+from asrflow.resume import Optimisation
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("full", "adapter", "lora", "frozen", "scratch")
@@ -482,7 +483,7 @@ def run_configuration(ctx: Context, method_name: str, setting: Setting) -> dict:
         model_overrides(ctx.params["augment"], ctx.vocab),
         method_cfg,
         language,
-        ctx.params["model"].get("base_language") or language,
+        warm_language=ctx.params["model"].get("base_language") or language,
     ).to(device)
     trainable, total = methods.count_parameters(model)
     task = method.task(model, make_processor(ctx.vocab, ctx.base.feature_extractor()), method_cfg, ctx.base)
@@ -501,6 +502,7 @@ def run_configuration(ctx: Context, method_name: str, setting: Setting) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     total_steps = args.warmup + 1 + args.steps
     scheduler = get_linear_schedule_with_warmup(optimizer, min(cfg.warmup_steps, total_steps), 10 * total_steps)
+    optimisation = Optimisation(optimizer, scheduler, scaler)
     batches = [
         [clips[i] for i in ids]
         for ids in bucket_batches([c.n_samples for c in clips], cfg.batch_seconds, random.Random(0))
@@ -508,7 +510,7 @@ def run_configuration(ctx: Context, method_name: str, setting: Setting) -> dict:
     task.train()
 
     def step(index: int) -> float:
-        return train_step(task, batches[index % len(batches)], cfg, optimizer, scheduler, scaler, params)
+        return train_step(task, batches[index % len(batches)], cfg, optimisation, params)
 
     for index in range(args.warmup):
         step(index)

@@ -61,7 +61,9 @@ def main() -> None:
                     fold, speed, Path("data/models/base"), Path("data/models/decoder"), params, out, curve
                 )
             else:
-                info = train.train_fold(fold, speed, Path("data/models/base"), method, params, out, curve)
+                info = train.train_fold(
+                    fold, speed, Path("data/models/base"), method, params, out_dir=out, curve_path=curve
+                )
             rows.append((method, info["audio_seconds_per_second"], decoding_rtf(method, out, fold / "test.csv")))
     print(f"{'method':<10} {'audio s trained / s':>20} {'decoding RTF':>14}")
     for method, speed, rtf in rows:

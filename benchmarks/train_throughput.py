@@ -117,7 +117,7 @@ def asrflow_epochs(method: str, clips: list, processor, base: Path, epochs: int,
     sys.modules["asrflow.loop"]._train_epoch = timed_epoch
     prepare_start = time.perf_counter()
     try:
-        fit(task, clips, [], loop, lambda m: None, None, f"asrflow {method}")
+        fit(task, clips, [], loop, lambda m: None, curve_path=None, label=f"asrflow {method}")
     finally:
         sys.modules["asrflow.loop"]._train_epoch = train_epoch
         task.transcribe = original

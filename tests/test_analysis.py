@@ -254,11 +254,11 @@ def test_analyze_writes_errors_and_suspects(tmp_path: Path) -> None:
         tmp_path / "checkpoints",
         tmp_path / "utterances.csv",
         tmp_path / "speed",
-        tmp_path / "errors",
-        tmp_path / "suspects.csv",
-        METHODS,
-        2,
-        [],
+        errors_dir=tmp_path / "errors",
+        suspects=tmp_path / "suspects.csv",
+        methods=METHODS,
+        k=2,
+        inventory=[],
     )
     suspects = pd.read_csv(tmp_path / "suspects.csv", keep_default_na=False)
     assert list(suspects.columns[:7]) == ["rank", "utt_id", "speaker", "audio", "reference", "score", "reason"]

@@ -389,8 +389,8 @@ def test_a_clip_too_short_for_its_transcript_is_rejected_with_the_reason(tmp_pat
         tiny_base(tmp_path / "base"),
         "scratch",
         params,
-        tmp_path / "model",
-        tmp_path / "curve.csv",
+        out_dir=tmp_path / "model",
+        curve_path=tmp_path / "curve.csv",
     )
     info = read_json(tmp_path / "model/training.json")
     [dropped] = info["dropped_utterances"]
@@ -419,7 +419,7 @@ def test_a_non_finite_loss_stops_training_naming_the_batch(tmp_path: Path) -> No
         r"'poisoned'\]|non-finite CTC loss \(nan\) on the batch of utterances "
         r"\['poisoned', 'fine'\]",
     ):
-        fit(AudioTask(model, processor), clips, clips[:1], loop, lambda m: None, None, "nan-test")
+        fit(AudioTask(model, processor), clips, clips[:1], loop, lambda m: None, curve_path=None, label="nan-test")
 
 
 # --- a bad params.yaml: every kind of schema error names its key (config._describe) ------------------------------

@@ -241,7 +241,7 @@ VOCAB = {"<pad>": 0, "<unk>": 1, "|": 2, "a": 3, "k": 4, "ŋ": 5, "t": 6}
 def prepared_head(base_dir: Path, language: str, warm_language: str | None = None) -> torch.Tensor:
     write_json(base_dir / DESCRIPTION, {"path": None, **describe(base_dir)})
     model = methods.get("full").prepare(
-        open_base(base_dir), VOCAB, {}, config.defaults("train.full"), language, warm_language
+        open_base(base_dir), VOCAB, {}, config.defaults("train.full"), language, warm_language=warm_language
     )
     return model.lm_head.weight.detach()
 
@@ -276,7 +276,7 @@ def test_adapter_method_starts_from_the_warm_languages_adapter(tmp_path: Path) -
     base = build("mms-1b-all", tmp_path / "base")
     write_json(base / DESCRIPTION, {"path": None, **describe(base)})
     swh = load_file(str(base / "adapter.swh.safetensors"))
-    model = methods.get("adapter").prepare(open_base(base), VOCAB, {}, {}, "xx", "swh")
+    model = methods.get("adapter").prepare(open_base(base), VOCAB, {}, {}, "xx", warm_language="swh")
     adapters = {n: p for n, p in model._get_adapters().items() if not n.startswith("lm_head")}
     assert adapters and all(torch.equal(p, swh[n]) for n, p in adapters.items())
     assert {n for n, p in model.named_parameters() if p.requires_grad} == set(model._get_adapters())

@@ -170,8 +170,9 @@ def test_the_stage_writes_table_markdown_and_plot(tmp_path: Path) -> None:
         folds_json = {f"fold{row.fold}": {"seconds": {"train": 60 * row.minutes}}}
         (tmp_path / "subsets" / where / "folds.json").write_text(json.dumps(folds_json), encoding="utf-8")
     out = [tmp_path / "out" / name for name in ("curve.csv", "curve.md", "curve.png")]
+    outputs = dict(zip(("table", "md", "plot"), out, strict=True))
     curve_cfg = {"method": "adapter", "fractions": [1.0, 0.25, 0.5], "seed": 0}
-    assert learning_curve(tmp_path / "metrics", tmp_path / "subsets", curve_cfg, [0, 1, 2], *out) == []
+    assert learning_curve(tmp_path / "metrics", tmp_path / "subsets", curve_cfg, [0, 1, 2], **outputs) == []
     written = pd.read_csv(out[0])
     assert len(written) == 9 and set(written["fraction"]) == {0.25, 0.5, 1.0}
     assert written["minutes"].tolist() == pytest.approx(table.sort_values(["fraction", "fold"])["minutes"].tolist())
@@ -181,7 +182,7 @@ def test_the_stage_writes_table_markdown_and_plot(tmp_path: Path) -> None:
 
     shutil.rmtree(tmp_path / "metrics" / "0.5" / "fold2")
     with pytest.raises(ValueError, match=r"0\.5/fold2/metrics.json: not found"):
-        learning_curve(tmp_path / "metrics", tmp_path / "subsets", curve_cfg, [0, 1, 2], *out)
+        learning_curve(tmp_path / "metrics", tmp_path / "subsets", curve_cfg, [0, 1, 2], **outputs)
 
 
 def test_params_declare_a_curve_of_a_configured_method() -> None:

@@ -43,7 +43,7 @@ def base(tmp_path_factory) -> Base:
 
 
 def full_model(base: Base, method: str, train_cfg: dict) -> torch.nn.Module:
-    return memory.build(base, method, train_cfg, base.info["num_hidden_layers"], memory.probe_vocab(), CPU)
+    return memory.build(base, method, train_cfg, base.info["num_hidden_layers"], memory.probe_vocab(), device=CPU)
 
 
 def test_tracker_counts_each_new_storage_once_while_alive() -> None:
@@ -101,7 +101,16 @@ def test_optimizer_state_is_what_the_optimizer_allocates(base: Base, optimizer: 
 
 def probe(base: Base, layers: list[int], clips: list[int], **settings) -> memory.Probe:
     train_cfg = train_section(**settings)
-    return memory.probe(base, "full", train_cfg, loop_config(train_cfg, "full"), LONGEST, layers, clips, CPU)
+    return memory.probe(
+        base,
+        "full",
+        train_cfg,
+        loop_config(train_cfg, "full"),
+        LONGEST,
+        layer_counts=layers,
+        clip_counts=clips,
+        device=CPU,
+    )
 
 
 def test_activations_grow_linearly_with_the_micro_batch(base: Base) -> None:

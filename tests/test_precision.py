@@ -179,9 +179,9 @@ def test_a_run_in_reduced_precision_trains_and_resumes_to_the_same_model(
             [],
             cfg,
             lambda m: None,
-            None,
-            "t",
-            checkpoints,
+            curve_path=None,
+            label="t",
+            checkpoints=checkpoints,
         )
         return {n: p.detach().clone() for n, p in model.named_parameters()}
 

@@ -158,10 +158,16 @@ def test_fit_without_dev_trains_every_epoch_and_saves_the_last() -> None:
     saved: list[float] = []
     cfg = LoopConfig(lr=0.1, max_epochs=4, patience=1, batch_seconds=2, warmup_steps=0, grad_clip=1.0, seed=0)
     task = CountingTask()
-    result = fit(task, clips, [], cfg, lambda model: saved.append(model.weight.item()), None, "test")
+    result = fit(task, clips, [], cfg, lambda model: saved.append(model.weight.item()), curve_path=None, label="test")
     assert result["epochs_run"] == 4 and result["best_epoch"] == 4
     assert saved == [task.model.weight.item()], "saved once, after the last epoch"
     with_dev = fit(
-        CountingTask(), clips, clips[:1], dataclasses.replace(cfg, max_epochs=4), lambda model: None, None, "test"
+        CountingTask(),
+        clips,
+        clips[:1],
+        dataclasses.replace(cfg, max_epochs=4),
+        lambda model: None,
+        curve_path=None,
+        label="test",
     )
     assert with_dev["epochs_run"] == 2, "with dev clips, patience still stops it (dev CER never improves after 1)"

@@ -93,5 +93,5 @@ def test_a_resume_folder_from_other_settings_is_discarded(tiny_run: Path, resume
     stale = tiny_run / "resume" / ".other.resume"
     (stale / "state").mkdir(parents=True, exist_ok=True)
     (stale / "state" / "loop.json").write_text(json.dumps({"key": "not-this-run"}))
-    assert Checkpoints(stale, "this-run").load(None, None, None, None, None).epoch == 0
+    assert Checkpoints(stale, "this-run").load(None, None, None).epoch == 0
     assert not stale.exists()

@@ -177,6 +177,7 @@ def tune_and_decode(
     fold_dir: Path,
     lm_dir: Path,
     test_logits: list[np.ndarray],
+    *,
     eval_cfg: dict,
     decode_cfg: dict,
     precision: str,
@@ -192,6 +193,7 @@ def evaluate(
     fold_dir: Path,
     model_dir: Path,
     method_name: str,
+    *,
     eval_cfg: dict,
     decode_cfg: dict,
     lm_dir: Path,
@@ -222,7 +224,7 @@ def evaluate(
     score_utterances(rows, "hypothesis", graphemes)
     if decode_cfg["beam"]:
         grid, rows["hypothesis_lm"] = tune_and_decode(
-            model, processor, fold_dir, lm_dir, logits, eval_cfg, decode_cfg, precision
+            model, processor, fold_dir, lm_dir, logits, eval_cfg=eval_cfg, decode_cfg=decode_cfg, precision=precision
         )
         score_utterances(rows, "hypothesis_lm", graphemes)
     speakers = read_json(fold_dir.parent / "folds.json")[fold_dir.name]["speakers"]
@@ -298,10 +300,10 @@ def run_cli(args: argparse.Namespace) -> None:
         args.folds / f"fold{args.fold}",
         args.model,
         args.method,
-        params["evaluate"],
-        params["decode"],
-        args.lm,
-        args.out,
-        args.publish,
-        grapheme_inventory(params["text"]),
+        eval_cfg=params["evaluate"],
+        decode_cfg=params["decode"],
+        lm_dir=args.lm,
+        out_dir=args.out,
+        publish_dir=args.publish,
+        graphemes=grapheme_inventory(params["text"]),
     )

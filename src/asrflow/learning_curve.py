@@ -257,7 +257,7 @@ def figure(points: pd.DataFrame, fit: PowerLaw, predictions: list[Prediction], f
 
 
 def learning_curve(
-    metrics_dir: Path, subsets_dir: Path, curve_cfg: dict, folds: list[int], table: Path, md: Path, plot: Path
+    metrics_dir: Path, subsets_dir: Path, curve_cfg: dict, folds: list[int], *, table: Path, md: Path, plot: Path
 ) -> list[str]:
     """Write the table, the markdown and the plot; return the doubts about the fit."""
     fractions = sorted(curve_cfg["fractions"])
@@ -290,8 +290,8 @@ def run_cli(args: argparse.Namespace) -> None:
         args.subsets,
         params["learning_curve"],
         params["folds"]["ids"],
-        args.table,
-        args.markdown,
-        args.plot,
+        table=args.table,
+        md=args.markdown,
+        plot=args.plot,
     )
     log.info("learning curve written to %s; %s", args.markdown, "; ".join(found) or "no warning sign")

@@ -41,7 +41,7 @@ from asrflow.io import atomic_path, write_json
 from asrflow.manifest import Utterance
 from asrflow.metrics import error_rates
 from asrflow.model import autocast, compute_device, model_device
-from asrflow.resume import Checkpoints, LoopState, fingerprint, resume_dir
+from asrflow.resume import Checkpoints, LoopState, Optimisation, fingerprint, resume_dir
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def prepare_model(base: Base, method_name: str, vocab: dict[str, int], params: d
             model_overrides(params["augment"], vocab),
             train_cfg[method_name],
             language,
-            params["model"]["base_language"] or language,
+            warm_language=params["model"]["base_language"] or language,
         )
         .to(compute_device())
     )
@@ -211,36 +211,30 @@ def accumulate_loss(task, clips: list[Clip], cfg: LoopConfig, scaler: torch.amp.
 
 
 def train_step(
-    task,
-    clips: list[Clip],
-    cfg: LoopConfig,
-    optimizer: torch.optim.Optimizer,
-    scheduler,
-    scaler: torch.amp.GradScaler,
-    params: list[torch.nn.Parameter],
+    task, clips: list[Clip], cfg: LoopConfig, optimisation: Optimisation, params: list[torch.nn.Parameter]
 ) -> float:
     """One optimiser step on this process's share of a batch (possibly none: it still joins the gradient average);
     returns the batch's loss (NaN without clips)."""
+    optimizer, scaler = optimisation.optimizer, optimisation.scaler
     loss = accumulate_loss(task, clips, cfg, scaler) if clips else math.nan
     distributed.average_gradients(params)
     scaler.unscale_(optimizer)
     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     scaler.step(optimizer)  # skipped by an fp16 scaler when the gradients overflowed; it then lowers its scale
     scaler.update()
-    scheduler.step()
+    optimisation.scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return loss
 
 
 def _train_epoch(
     task,
-    optimizer,
-    scheduler,
-    scaler: torch.amp.GradScaler,
     clips: list[Clip],
     cfg: LoopConfig,
-    rng: random.Random,
+    optimisation: Optimisation,
     params: list[torch.nn.Parameter],
+    *,
+    rng: random.Random,
     desc: str,
 ) -> tuple[float, float]:
     """One pass over `clips`; returns (mean loss, audio seconds seen by all processes)."""
@@ -250,7 +244,7 @@ def _train_epoch(
     for batch_ids in tqdm(
         batches, desc=desc, unit="batch", mininterval=2.0, leave=False, disable=not distributed.is_main()
     ):
-        loss = train_step(task, [clips[i] for i in _shard(batch_ids)], cfg, optimizer, scheduler, scaler, params)
+        loss = train_step(task, [clips[i] for i in _shard(batch_ids)], cfg, optimisation, params)
         losses.append(distributed.mean(loss))
         seconds += sum(clips[i].n_samples for i in batch_ids) / TARGET_RATE
     return float(np.nanmean(losses)), seconds
@@ -293,6 +287,7 @@ def fit(
     dev: list[Clip],
     cfg: LoopConfig,
     save_best: Callable[[torch.nn.Module], None],
+    *,
     curve_path: Path | None,
     label: str,
     checkpoints: Checkpoints | None = None,
@@ -315,21 +310,33 @@ def fit(
     scaler = torch.amp.GradScaler(model_device(task.model).type, enabled=cfg.precision == "fp16")
     steps_per_epoch = len(bucket_batches([c.n_samples for c in train], cfg.batch_seconds, random.Random(0)))
     scheduler = get_scheduler(cfg.schedule, optimizer, cfg.warmup_steps, steps_per_epoch * cfg.max_epochs)
-    state = checkpoints.load(task.model, optimizer, scheduler, scaler, rng) if checkpoints else LoopState()
+    optimisation = Optimisation(optimizer, scheduler, scaler)
+    state = checkpoints.load(task.model, optimisation, rng) if checkpoints else LoopState()
     started = time.perf_counter() - state.seconds
     while state.epoch < cfg.max_epochs and not (early_stopping and state.stale >= cfg.patience):
         state.epoch += 1
         epoch_start = time.perf_counter()
         loss, seconds = _train_epoch(
-            task, optimizer, scheduler, scaler, train, cfg, rng, params, f"{label} epoch {state.epoch}"
+            task, train, cfg, optimisation, params, rng=rng, desc=f"{label} epoch {state.epoch}"
         )
         train_time = time.perf_counter() - epoch_start
         if distributed.is_main():
-            _finish_epoch(task, dev, cfg, state, save_best, loss, seconds / train_time, scheduler, curve_path, label)
+            _finish_epoch(
+                task,
+                dev,
+                cfg,
+                state,
+                save_best,
+                loss=loss,
+                speed=seconds / train_time,
+                scheduler=scheduler,
+                curve_path=curve_path,
+                label=label,
+            )
         state.stale = distributed.broadcast(state.stale)
         state.seconds = time.perf_counter() - started
         if checkpoints and distributed.is_main():
-            checkpoints.save(task.model, optimizer, scheduler, scaler, rng, state)
+            checkpoints.save(task.model, optimisation, rng, state)
     log.info(
         "%s: trained parameters digest %s (process %d of %d)",
         label,
@@ -358,6 +365,7 @@ def _finish_epoch(
     cfg: LoopConfig,
     state: LoopState,
     save_best: Callable[[torch.nn.Module], None],
+    *,
     loss: float,
     speed: float,
     scheduler,
@@ -413,25 +421,27 @@ def training_info(
     method: str,
     fold_dir: Path,
     base: Base,
-    parameters: tuple[int, int],
-    clips: tuple[list[Clip], list[tuple[Clip, str]]],
+    *,
     settings: LoopConfig,
+    trainable_params: int,
+    total_params: int,
+    trained: list[Clip],
+    dropped: list[tuple[Clip, str]],
     more_settings: dict | None = None,
     **extra: Any,
 ) -> dict:
     """What `training.json` records of one trained fold, alike for every method: `fit`'s result, the method, fold and
-    language, the (trainable, total) `parameters`, the (trained, dropped with their reasons) `clips`, the base, then a
+    language, the parameter counts, the clips `trained` on and those `dropped` (with their reasons), the base, then a
     method's own `extra` keys, the train settings that shaped the run (with `more_settings`) and the loop's."""
     train_cfg = params["train"]
-    trained, dropped = clips
     recorded = {k: v for k, v in train_cfg.items() if k in RECORDED_SETTINGS}
     return {
         **result,
         "method": method,
         "fold": int(fold_dir.name.removeprefix("fold")),
         "language": params["corpus"]["language"],
-        "trainable_params": parameters[0],
-        "total_params": parameters[1],
+        "trainable_params": trainable_params,
+        "total_params": total_params,
         "train_audio_seconds": round(sum(c.n_samples for c in trained) / TARGET_RATE, 2),
         "dropped_utterances": [{"utt_id": c.utt_id, "reason": r} for c, r in dropped],
         "base": base.name,

@@ -73,6 +73,7 @@ from asrflow.loop import (
 )
 from asrflow.manifest import Utterance
 from asrflow.model import compute_device, make_processor
+from asrflow.resume import Optimisation
 from asrflow.vocab import PAD, UNK, WORD_DELIMITER
 
 FP32_BYTES = 4
@@ -295,7 +296,7 @@ def quiet_transformers() -> Iterator[None]:
 
 
 def build(
-    base: Base, method: str, train_cfg: dict, layers: int, vocab: dict[str, int], device: torch.device
+    base: Base, method: str, train_cfg: dict, layers: int, vocab: dict[str, int], *, device: torch.device
 ) -> torch.nn.Module:
     """The method's own model (its own trainable/frozen split) on the first `layers` transformer layers of `base`,
     as asrflow.loop.prepare_model makes it (seeded; the loop's config overrides), without layer drop: the worst
@@ -334,7 +335,7 @@ def measure_step(task, clips: list, loop: LoopConfig, device: torch.device) -> d
         marked = BackwardMark(task, passes)
         accumulate_loss(marked, clips, loop, scaler)
     with Meter(device) as step:  # the loop's step on no clips: clipping, the optimiser's update, zero_grad
-        train_step(task, [], loop, optimizer, constant_schedule(optimizer), scaler, params)
+        train_step(task, [], loop, Optimisation(optimizer, constant_schedule(optimizer), scaler), params)
     return {"passes": passes.peak, "saved": marked.saved[0], "optimizer_step": step.peak}
 
 
@@ -344,6 +345,7 @@ def probe(
     train_cfg: dict,
     loop: LoopConfig,
     longest_seconds: float,
+    *,
     layer_counts: list[int],
     clip_counts: list[int],
     device: torch.device,
@@ -358,7 +360,7 @@ def probe(
     started = time.perf_counter()
     with private_cache():
         for layers in layer_counts:
-            model = build(base, method, train_cfg, layers, vocab, device)
+            model = build(base, method, train_cfg, layers, vocab, device=device)
             if loop.gradient_checkpointing:
                 enable_gradient_checkpointing(model)
             task = methods.get(method).task(model, processor, train_cfg[method], base)
@@ -490,6 +492,7 @@ def advice(
     loop: LoopConfig,
     longest_seconds: float,
     budget_bytes: int | None,
+    *,
     largest: float | None,
 ) -> str:
     """What to change when the step does not fit: the micro-batch if a smaller one fits, else the settings that
@@ -543,7 +546,7 @@ def report(probe_: Probe, loop: LoopConfig, longest_seconds: float, layers: int,
         "largest_micro_batch_seconds": largest,
         "clips_per_micro_batch": clips,
         "accumulating": accumulating,
-        "message": advice(parts, probe_.parameters(layers), loop, longest_seconds, budget_bytes, largest),
+        "message": advice(parts, probe_.parameters(layers), loop, longest_seconds, budget_bytes, largest=largest),
     }
 
 
@@ -567,6 +570,7 @@ def plan(
     train_cfg: dict,
     longest_seconds: float,
     budget_bytes: int | None = None,
+    *,
     device: torch.device | None = None,
     layers: int | None = None,
 ) -> dict:
@@ -583,9 +587,9 @@ def plan(
         train_cfg,
         loop,
         longest_seconds,
-        probe_layers(train_cfg[method], layers),
-        probe_clips(loop, longest_seconds, budget_bytes is not None),
-        device,
+        layer_counts=probe_layers(train_cfg[method], layers),
+        clip_counts=probe_clips(loop, longest_seconds, budget_bytes is not None),
+        device=device,
     )
     return {
         "base": base.name,
@@ -640,7 +644,7 @@ def check_device_fits(base: Base, method: str, train_cfg: dict, utterances: list
     device = compute_device()
     if device.type == "cuda":
         longest = max(u.duration or 0.0 for u in utterances)
-        require_fit(plan(base, method, train_cfg, longest, budget_bytes(None, device), device))
+        require_fit(plan(base, method, train_cfg, longest, budget_bytes(None, device), device=device))
 
 
 # --- measuring a whole step (what the plan predicts) -----------------------------------------------------------------
@@ -651,6 +655,7 @@ def measure_training_step(
     method: str,
     train_cfg: dict,
     longest_seconds: float,
+    *,
     device: torch.device | None = None,
     before_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
@@ -663,7 +668,7 @@ def measure_training_step(
     vocab = probe_vocab()
     processor = make_processor(vocab, base.feature_extractor())
     with private_cache():
-        model = build(base, method, train_cfg, base.info["num_hidden_layers"], vocab, device)
+        model = build(base, method, train_cfg, base.info["num_hidden_layers"], vocab, device=device)
         if loop.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         task = methods.get(method).task(model, processor, train_cfg[method], base)
@@ -680,7 +685,7 @@ def measure_training_step(
             before_step()
         started = time.perf_counter()
         with Meter(device) as meter:
-            train_step(task, clips, loop, optimizer, constant_schedule(optimizer), scaler, params)
+            train_step(task, clips, loop, Optimisation(optimizer, constant_schedule(optimizer), scaler), params)
         seconds = time.perf_counter() - started
     return {"peak_bytes": held + meter.peak, "held_bytes": held, "seconds": round(seconds, 2)}
 
@@ -733,6 +738,7 @@ def config_table(
     train_cfg: dict,
     settings: dict[str, dict],
     longest_seconds: float,
+    *,
     gpus_gib: tuple[int, ...] = GPUS_GIB,
     device: torch.device | None = None,
 ) -> list[dict]:
@@ -752,10 +758,10 @@ def config_table(
                         method,
                         config.num_hidden_layers,
                         train_cfg,
-                        settings,
-                        longest_seconds,
-                        gpus_gib,
-                        device,
+                        settings=settings,
+                        longest_seconds=longest_seconds,
+                        gpus_gib=gpus_gib,
+                        device=device,
                     )
     return rows
 
@@ -766,6 +772,7 @@ def method_rows(
     method: str,
     layers: int,
     train_cfg: dict,
+    *,
     settings: dict[str, dict],
     longest_seconds: float,
     gpus_gib: tuple[int, ...],
@@ -786,9 +793,9 @@ def method_rows(
                 cfg,
                 loop,
                 longest_seconds,
-                probe_layers(cfg[method], base.info["num_hidden_layers"]),
-                probe_clips(loop, longest_seconds, True),
-                device,
+                layer_counts=probe_layers(cfg[method], base.info["num_hidden_layers"]),
+                clip_counts=probe_clips(loop, longest_seconds, True),
+                device=device,
             )
         plans = {gpu: report(probes[key], loop, longest_seconds, layers, int(gpu * GIB * USABLE)) for gpu in gpus_gib}
         rows.append(

@@ -58,7 +58,7 @@ def run_cli(args: argparse.Namespace) -> None:
         params["train"],
         params["audio"]["max_seconds"],
         memory.budget_bytes(params["resources"]["gpu_memory_gb"], device),
-        device,
+        device=device,
     )
     write_json(args.out, result)
     log.info(

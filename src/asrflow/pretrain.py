@@ -109,7 +109,9 @@ def pretrain_demo(source_dir: Path, cfg: dict, out_dir: Path) -> dict:
             trained.save_pretrained(tmp, safe_serialization=True)
             processor.save_pretrained(tmp)
 
-        info = fit(AudioTask(model, processor), train_clips, dev_clips, loop, save_best, None, "pretrain")
+        info = fit(
+            AudioTask(model, processor), train_clips, dev_clips, loop, save_best, curve_path=None, label="pretrain"
+        )
         write_json(
             tmp / "pretraining.json",
             {**info, "train_utterances": len(train_clips), "dev_utterances": len(dev_clips), "vocab_size": len(vocab)},

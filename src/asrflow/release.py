@@ -90,6 +90,7 @@ def refit(
     speed_copies: list[Utterance],
     base_dir: Path,
     params: dict,
+    *,
     epochs: int,
     out_dir: Path,
 ) -> dict:
@@ -129,8 +130,8 @@ def refit(
         [],
         cfg,
         save,
-        None,
-        f"release/{method_name}",
+        curve_path=None,
+        label=f"release/{method_name}",
     )
     return {
         "method": method_name,
@@ -288,6 +289,7 @@ def release(
     utterances_path: Path,
     speed_manifest: Path,
     base_dir: Path,
+    *,
     params: dict,
     out_dir: Path,
 ) -> dict:
@@ -299,7 +301,13 @@ def release(
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         info = refit(
-            method, read_manifest(utterances_path), read_manifest(speed_manifest), base_dir, params, epochs, tmp
+            method,
+            read_manifest(utterances_path),
+            read_manifest(speed_manifest),
+            base_dir,
+            params,
+            epochs=epochs,
+            out_dir=tmp,
         )
         write_json(tmp / "release.json", {**info, "cross_validation": cv})
         (tmp / "README.md").write_text(model_card(info, cv, params["corpus"]["name"]), encoding="utf-8")
@@ -327,4 +335,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> None:
     params = config.load_stage(args.params, "release")
-    release(args.summary, args.folds_table, args.utterances, args.speed / "manifest.csv", args.base, params, args.out)
+    release(
+        args.summary,
+        args.folds_table,
+        args.utterances,
+        args.speed / "manifest.csv",
+        args.base,
+        params=params,
+        out_dir=args.out,
+    )

@@ -337,6 +337,7 @@ def report(
     out_dir: str | Path,
     methods: list[str],
     k: int,
+    *,
     bootstrap_cfg: dict[str, int] | None = None,
     graphemes: Sequence[str] = (),
 ) -> pd.DataFrame:
@@ -379,6 +380,6 @@ def run_cli(args: argparse.Namespace) -> None:
         args.out,
         params["methods"],
         params["folds"]["k"],
-        params["report"]["bootstrap"],
-        grapheme_inventory(params["text"]),
+        bootstrap_cfg=params["report"]["bootstrap"],
+        graphemes=grapheme_inventory(params["text"]),
     )

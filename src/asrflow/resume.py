@@ -19,6 +19,7 @@ import math
 import random
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +39,16 @@ class LoopState:
     stale: int = 0
     curve: list[dict] = dataclasses.field(default_factory=list)
     seconds: float = 0.0  # training wall time spent before this process started
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimisation:
+    """The live objects every optimiser step moves and a checkpoint saves and restores: the optimiser, its
+    learning-rate schedule and the gradient scaler (a disabled one unless fp16)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # a torch LR scheduler: the loop's warm-up and decay, or the memory probe's constant one
+    scaler: torch.amp.GradScaler
 
 
 def fingerprint(settings: dict, files: list[Path]) -> str:
@@ -116,9 +127,7 @@ class Checkpoints:
     def best(self) -> Path:
         return self.directory / "best"
 
-    def load(
-        self, model: torch.nn.Module, optimizer, scheduler, scaler: torch.amp.GradScaler, rng: random.Random
-    ) -> LoopState:
+    def load(self, model: torch.nn.Module, optimisation: Optimisation, rng: random.Random) -> LoopState:
         """The saved state, restored into the live objects; a fresh LoopState if there is nothing valid to resume."""
         state_dir = self.directory / "state"
         if not (state_dir / "loop.json").is_file():
@@ -129,10 +138,11 @@ class Checkpoints:
             shutil.rmtree(self.directory)
             return LoopState()
         model.load_state_dict(load_file(str(state_dir / "model.safetensors")), strict=False)
-        _restore_optimizer(optimizer, load_file(str(state_dir / "optimizer.safetensors")), saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
+        optimizer_tensors = load_file(str(state_dir / "optimizer.safetensors"))
+        _restore_optimizer(optimisation.optimizer, optimizer_tensors, saved["optimizer"])
+        optimisation.scheduler.load_state_dict(saved["scheduler"])
         if saved.get("scaler"):
-            scaler.load_state_dict(saved["scaler"])
+            optimisation.scaler.load_state_dict(saved["scaler"])
         rng.setstate(_as_tuple(saved["python_rng"]))
         np.random.set_state(tuple(_as_tuple(saved["numpy_rng"])))
         _restore_rng(load_file(str(state_dir / "rng.safetensors")))
@@ -142,15 +152,7 @@ class Checkpoints:
         )
         return state
 
-    def save(
-        self,
-        model: torch.nn.Module,
-        optimizer,
-        scheduler,
-        scaler: torch.amp.GradScaler,
-        rng: random.Random,
-        state: LoopState,
-    ) -> None:
+    def save(self, model: torch.nn.Module, optimisation: Optimisation, rng: random.Random, state: LoopState) -> None:
         with atomic_path(self.directory / "state") as tmp:
             tmp.mkdir()
             trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -158,7 +160,7 @@ class Checkpoints:
                 {n: t.detach().clone().contiguous() for n, t in model.state_dict().items() if n in trainable},
                 str(tmp / "model.safetensors"),
             )
-            tensors, rest = _optimizer_tensors(optimizer)
+            tensors, rest = _optimizer_tensors(optimisation.optimizer)
             save_file(tensors, str(tmp / "optimizer.safetensors"))
             save_file(_rng_tensors(), str(tmp / "rng.safetensors"))
             write_json(
@@ -167,8 +169,8 @@ class Checkpoints:
                     "key": self.key,
                     "loop": dataclasses.asdict(state),
                     "optimizer": rest,
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
+                    "scheduler": optimisation.scheduler.state_dict(),
+                    "scaler": optimisation.scaler.state_dict(),
                     "python_rng": _json_ready(rng.getstate()),
                     "numpy_rng": _json_ready(np.random.get_state()),
                 },

@@ -44,6 +44,7 @@ def train_fold(
     base_dir: Path,
     method_name: str,
     params: dict,
+    *,
     out_dir: Path,
     curve_path: Path,
 ) -> dict:
@@ -98,13 +99,22 @@ def train_fold(
         dev_clips,
         settings,
         save_best,
-        curve_path,
-        f"{method_name}/{fold_dir.name}",
-        checkpoints,
+        curve_path=curve_path,
+        label=f"{method_name}/{fold_dir.name}",
+        checkpoints=checkpoints,
     )
-    parameters, clips = (trainable, total), (train_clips, dropped)
     info = training_info(
-        result, params, method_name, fold_dir, base, parameters, clips, settings, {"augment": augment_cfg}
+        result,
+        params,
+        method_name,
+        fold_dir,
+        base,
+        settings=settings,
+        trainable_params=trainable,
+        total_params=total,
+        trained=train_clips,
+        dropped=dropped,
+        more_settings={"augment": augment_cfg},
     )
     save_trained(checkpoints, out_dir, info)
     return info
@@ -155,8 +165,8 @@ def run_cli(args: argparse.Namespace) -> None:
         args.base,
         args.method,
         params,
-        args.out,
-        args.curve,
+        out_dir=args.out,
+        curve_path=args.curve,
     )
 
 

@@ -80,7 +80,7 @@ def tier_speaker(eaf: Eaf, eaf_rel: str, tier: str, named: str, speakers: dict[t
 
 
 def tier_entries(
-    eaf: Eaf, eaf_rel: str, tier: str, speaker: str, recording: tuple[str, float], doubtful: str, rejects: Rejects
+    eaf: Eaf, eaf_rel: str, tier: str, speaker: str, recording: tuple[str, float], *, doubtful: str, rejects: Rejects
 ) -> list[Entry]:
     rows = []
     audio, offset = recording
@@ -108,6 +108,7 @@ def file_entries(
     eaf_path: Path,
     choice: TierChoice,
     speakers: dict[tuple[str, str], str],
+    *,
     doubtful: str,
     rejects: Rejects,
 ) -> list[Entry]:
@@ -121,7 +122,13 @@ def file_entries(
         entry
         for tier, named in picked.items()
         for entry in tier_entries(
-            eaf, eaf_rel, tier, tier_speaker(eaf, eaf_rel, tier, named, speakers), recording, doubtful, rejects
+            eaf,
+            eaf_rel,
+            tier,
+            tier_speaker(eaf, eaf_rel, tier, named, speakers),
+            recording,
+            doubtful=doubtful,
+            rejects=rejects,
         )
     ]
 
@@ -129,6 +136,7 @@ def file_entries(
 def import_elan(
     root: Path,
     rejects: Rejects,
+    *,
     tier: str | list[str] | None = None,
     tier_index: int | None = None,
     tier_pattern: str | None = None,
@@ -141,5 +149,9 @@ def import_elan(
     if not eaf_files:
         raise ManifestError(f"{root}: no .eaf files; an ELAN corpus is .eaf files with their recordings")
     mapping = read_speakers(root, speakers, "eaf_file", OPTION)
-    rows = [entry for path in eaf_files for entry in file_entries(root, path, choice, mapping, doubtful, rejects)]
+    rows = [
+        entry
+        for path in eaf_files
+        for entry in file_entries(root, path, choice, mapping, doubtful=doubtful, rejects=rejects)
+    ]
     return admit(root, rows, rejects)

@@ -107,6 +107,7 @@ def row_id(row: dict[str, Any], id_column: str | None, audio: Any, split: str, n
 def import_hf(
     root: Path,
     rejects: Rejects,
+    *,
     audio_dir: Path | None = None,
     split: str | None = None,
     audio_column: str = "audio",

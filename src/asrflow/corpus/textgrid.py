@@ -58,7 +58,7 @@ def tier_speaker(rel: str, tier: str, named: str, speakers: dict[tuple[str, str]
 
 
 def tier_entries(
-    rel: str, tier: IntervalTier, speaker: str, audio: str, doubtful: str, rejects: Rejects
+    rel: str, tier: IntervalTier, speaker: str, audio: str, *, doubtful: str, rejects: Rejects
 ) -> list[Entry]:
     rows = []
     stem = safe_id(str(Path(rel).with_suffix("")))
@@ -79,7 +79,7 @@ def tier_entries(
 
 
 def file_entries(
-    root: Path, path: Path, choice: TierChoice, speakers: dict[tuple[str, str], str], doubtful: str, rejects: Rejects
+    root: Path, path: Path, choice: TierChoice, speakers: dict[tuple[str, str], str], *, doubtful: str, rejects: Rejects
 ) -> list[Entry]:
     rel = path.relative_to(root).as_posix()
     grid = read_textgrid(confined(root, rel, rel))  # a symlink out of the corpus folder is refused too
@@ -90,13 +90,16 @@ def file_entries(
         tier = grid.getTier(name)
         if not isinstance(tier, IntervalTier):
             raise ManifestError(f"{path}: tier {name!r} is a point tier; {OPTION} needs interval tiers")
-        rows += tier_entries(rel, tier, tier_speaker(rel, name, named, speakers), audio, doubtful, rejects)
+        rows += tier_entries(
+            rel, tier, tier_speaker(rel, name, named, speakers), audio, doubtful=doubtful, rejects=rejects
+        )
     return rows
 
 
 def import_textgrid(
     root: Path,
     rejects: Rejects,
+    *,
     tier: str | list[str] | None = None,
     tier_index: int | None = None,
     tier_pattern: str | None = None,
@@ -108,5 +111,9 @@ def import_textgrid(
     if not files:
         raise ManifestError(f"{root}: no .TextGrid files; a TextGrid corpus is .TextGrid files beside their recordings")
     mapping = read_speakers(root, speakers, "textgrid_file", OPTION)
-    rows = [entry for path in files for entry in file_entries(root, path, choice, mapping, doubtful, rejects)]
+    rows = [
+        entry
+        for path in files
+        for entry in file_entries(root, path, choice, mapping, doubtful=doubtful, rejects=rejects)
+    ]
     return admit(root, rows, rejects)

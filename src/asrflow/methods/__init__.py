@@ -34,6 +34,7 @@ class Method(Protocol):
         overrides: dict,
         cfg: dict,
         language: str,
+        *,
         warm_language: str | None = None,
     ) -> torch.nn.Module:
         """Load `base` with a CTC head for `vocab` (token → id) and mark which parameters train; `language` is the

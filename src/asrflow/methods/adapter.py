@@ -48,6 +48,7 @@ class LanguageAdapter(ConvFrozenMethod):
         overrides: dict,
         cfg: dict,
         language: str,
+        *,
         warm_language: str | None = None,
     ) -> torch.nn.Module:
         model = load_with_new_head(base, vocab, overrides, warm_language or language)

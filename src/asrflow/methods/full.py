@@ -29,6 +29,7 @@ class FullFineTune(ConvFrozenMethod):
         overrides: dict,
         cfg: dict,
         language: str,
+        *,
         warm_language: str | None = None,
     ) -> torch.nn.Module:
         model = load_with_new_head(base, vocab, overrides, warm_language or language)

@@ -39,6 +39,7 @@ class LoRA(ConvFrozenMethod):
         overrides: dict,
         cfg: dict,
         language: str,
+        *,
         warm_language: str | None = None,
     ) -> torch.nn.Module:
         model = load_with_new_head(base, vocab, overrides, warm_language or language)

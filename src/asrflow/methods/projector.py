@@ -443,9 +443,9 @@ def train_fold(
         dev_clips,
         settings,
         save_best,
-        curve_path,
-        f"{NAME}/{fold_dir.name}",
-        checkpoints,
+        curve_path=curve_path,
+        label=f"{NAME}/{fold_dir.name}",
+        checkpoints=checkpoints,
     )
     decoder_type = model.decoder.config.model_type
     info = loop.training_info(
@@ -454,9 +454,11 @@ def train_fold(
         NAME,
         fold_dir,
         base,
-        (trainable, total),
-        (train_clips, []),
-        settings,
+        settings=settings,
+        trainable_params=trainable,
+        total_params=total,
+        trained=train_clips,
+        dropped=[],
         decoder=str(decoder_path),
         decoder_model_type=decoder_type,
         architecture=f"frozen {base.model_type} encoder + MLP projector + frozen {decoder_type} causal LM decoder "

@@ -21,6 +21,7 @@ class Scratch(AudioMethod):
         overrides: dict,
         cfg: dict,
         language: str,
+        *,
         warm_language: str | None = None,
     ) -> torch.nn.Module:
         config = AutoConfig.from_pretrained(base.directory, vocab_size=len(vocab), trust_remote_code=False, **overrides)
