@@ -58,7 +58,13 @@ def main() -> None:
             speed = Path("data/processed/speed/manifest.csv")
             if method == projector.NAME:
                 info = projector.train_fold(
-                    fold, speed, Path("data/models/base"), Path("data/models/decoder"), params, out, curve
+                    fold,
+                    speed,
+                    Path("data/models/base"),
+                    Path("data/models/decoder"),
+                    params,
+                    out_dir=out,
+                    curve_path=curve,
                 )
             else:
                 info = train.train_fold(

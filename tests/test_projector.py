@@ -329,8 +329,8 @@ def test_training_refuses_a_decoder_whose_tokenizer_cannot_write_the_corpus(in_p
             Path("data/models/base"),
             Path("decoders/ascii"),
             config.load_all("params.yaml"),
-            Path("models/never"),
-            Path("curves/never.csv"),
+            out_dir=Path("models/never"),
+            curve_path=Path("curves/never.csv"),
         )
     assert not Path("models/never").exists()
 

@@ -155,8 +155,8 @@ def run_cli(args: argparse.Namespace) -> None:
             args.base,
             args.decoder,
             params,
-            args.out,
-            args.curve,
+            out_dir=args.out,
+            curve_path=args.curve,
         )
         return
     train_fold(

@@ -276,7 +276,7 @@ def encoder_features(encoder: torch.nn.Module, inputs: np.ndarray, spec: InputSp
 # --- the artefact ----------------------------------------------------------------------------------------------------
 
 
-def save(model: ProjectorModel, out_dir: Path, encoder: Path, decoder: Path, cfg: dict, feature_extractor) -> None:
+def save(model: ProjectorModel, out_dir: Path, *, encoder: Path, decoder: Path, cfg: dict, feature_extractor) -> None:
     """The model folder (see the module docstring); `encoder`/`decoder` are the folders it needs, as given."""
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(
@@ -399,6 +399,7 @@ def train_fold(
     base_dir: Path,
     decoder_dir: Path,
     params: dict,
+    *,
     out_dir: Path,
     curve_path: Path,
 ) -> dict:
@@ -434,7 +435,9 @@ def train_fold(
 
     def save_best(trained: ProjectorModel) -> None:
         with atomic_path(checkpoints.best) as tmp:
-            save(trained, tmp, base.directory, decoder_path, cfg, feature_extractor)
+            save(
+                trained, tmp, encoder=base.directory, decoder=decoder_path, cfg=cfg, feature_extractor=feature_extractor
+            )
 
     settings = loop.loop_config(train_cfg, NAME)
     result = loop.fit(
