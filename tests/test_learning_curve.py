@@ -256,7 +256,7 @@ def test_a_real_curve_then_a_new_fraction_runs_only_its_jobs_in_both_engines(tin
     params = read_params(tiny_project)
     assert params["learning_curve"]["fractions"] == FRACTIONS
     params["decode"]["beam"] = False  # greedy is the curve's rate; the n-gram LM has its own tests
-    params["resources"]["threads"] = len(os.sched_getaffinity(0))  # as DVC runs a job: the same threads, same floats
+    params["resources"]["threads"] = len(os.sched_getaffinity(0))  # every core per job, in both engines alike
     write_params(tiny_project, params)
     smk = [str(BIN / "snakemake"), "--cores", str(params["resources"]["threads"]), TARGET]
 
