@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 import yaml
 from conftest import BIN, copy_project, run
-from corpus_fixtures import tone
+from corpus_fixtures import WRITERS, Row, tone
 
 from asrflow.corpus.entries import MAX_ID_BYTES
 from asrflow.import_ import import_corpus
@@ -137,6 +137,27 @@ def test_a_backslash_path_cannot_leave_the_corpus_folder(tmp_path: Path) -> None
     (root / "metadata.csv").write_text(text, encoding="utf-8")
     with pytest.raises(ManifestError, match=r"leaves the corpus folder"):
         imported(root, "skip")
+
+
+def test_a_speakers_mapping_names_files_as_other_systems_write_them(tmp_path: Path) -> None:
+    """An ELAN corpus copied from macOS (eaf names decomposed on disk) whose speakers mapping was typed on Windows
+    (composed, `\\` separators): every tier finds its speaker."""
+    rows = [Row("a", "Айгуль", "ta"), Row("b", "Ботагөз", "ka")]
+    root = tmp_path / "corpus"
+    root.mkdir()
+    settings = WRITERS["elan"](root, rows, mapped=("Айгуль", "Ботагөз"))
+    (root / "sessions").mkdir()
+    for speaker in ("Айгуль", "Ботагөз"):
+        decomposed = unicodedata.normalize("NFD", f"сессия_й_{speaker}")
+        (root / f"{speaker}.eaf").rename(root / "sessions" / f"{decomposed}.eaf")
+        (root / f"{speaker}.wav").rename(root / "sessions" / f"{decomposed}.wav")
+    mapping = "eaf_file,tier,speaker\n" + "".join(
+        f"sessions\\сессия_й_{s}.eaf,transcription,{s}\n" for s in ("Айгуль", "Ботагөз")
+    )
+    (root / "speakers.csv").write_text(mapping, encoding="utf-8")
+    rejects = Rejects("import", "error")
+    utts = import_corpus({**settings, "path": str(root)}, rejects)
+    assert sorted(u.speaker for u in utts) == ["Айгуль", "Ботагөз"] and not rejects.items
 
 
 # --- corpora tracked by DVC -------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from asrflow.corpus.tiers import (
     TierChoice,
     audio_beside,
     keep_annotation,
+    mapping_key,
     read_speakers,
     select_tiers,
     tier_choice,
@@ -70,7 +71,9 @@ def media_path(root: Path, eaf_rel: str, eaf: Eaf) -> tuple[str, float]:
 
 def tier_speaker(eaf: Eaf, eaf_rel: str, tier: str, named: str, speakers: dict[tuple[str, str], str]) -> str:
     """The mapping file's speaker for the tier, else the one its name gives (tier_pattern), else its PARTICIPANT."""
-    speaker = speakers.get((eaf_rel, tier)) or named or eaf.get_parameters_for_tier(tier).get("PARTICIPANT", "")
+    speaker = (
+        speakers.get(mapping_key(eaf_rel, tier)) or named or eaf.get_parameters_for_tier(tier).get("PARTICIPANT", "")
+    )
     if not speaker.strip():
         raise ManifestError(
             f"{eaf_rel}: tier {tier!r} has no PARTICIPANT and corpus.elan.speakers has no row "

@@ -26,6 +26,7 @@ from asrflow.corpus.tiers import (
     TierChoice,
     audio_beside,
     keep_annotation,
+    mapping_key,
     read_speakers,
     select_tiers,
     tier_choice,
@@ -48,7 +49,7 @@ def read_textgrid(path: Path) -> textgrid.Textgrid:
 
 
 def tier_speaker(rel: str, tier: str, named: str, speakers: dict[tuple[str, str], str]) -> str:
-    speaker = (speakers.get((rel, tier)) or named).strip()
+    speaker = (speakers.get(mapping_key(rel, tier)) or named).strip()
     if not speaker:
         raise ManifestError(
             f"{rel}: no speaker for tier {tier!r}: a TextGrid names none, so add `{rel},{tier},<speaker>` to the "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 import re
+import unicodedata
 from pathlib import Path
 
 from asrflow.config import ParamsError
@@ -111,9 +112,16 @@ def read_speakers(root: Path, mapping: str | None, file_column: str, option: str
             f"{path}: not found; {option}.speakers names a CSV {list(columns)} inside the corpus folder"
         )
     return {
-        (posixpath.normpath(row[file_column].strip()), row["tier"].strip()): row["speaker"].strip()
+        mapping_key(row[file_column], row["tier"]): row["speaker"].strip()
         for _, row in read_table(path, columns, what=f"the {option}.speakers mapping")
     }
+
+
+def mapping_key(file: str, tier: str) -> tuple[str, str]:
+    """How a speakers mapping names (file, tier), and how a file on disk is looked up in it: as paths.CorpusFiles
+    finds audio, the same in any Unicode-equivalent spelling (NFC; a copy from macOS is NFD) and with `\\` as `/`."""
+    file = posixpath.normpath(file.strip().replace("\\", "/"))
+    return unicodedata.normalize("NFC", file), unicodedata.normalize("NFC", tier.strip())
 
 
 def audio_beside(root: Path, relative: str) -> str:
